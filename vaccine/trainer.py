@@ -1,0 +1,170 @@
+"""VaccineTrainer: a ``transformers.Trainer`` that runs Vaccine's two-pass perturbation-aware step.
+
+On a perturbation step (every ``tau``-th optimizer step, all of them when ``tau=1``):
+
+1. pass 1, inside :meth:`get_batch_samples`, for every micro-batch of the accumulation window: forward,
+   then ``torch.autograd.grad(loss, attention_outputs)``. No parameter gradient is touched and DDP does
+   not all-reduce (``no_sync``). One norm over all layers, all micro-batches (and all ranks) gives
+   eps_l = rho * g_l / ||g||, padding excluded;
+2. pass 2, in :meth:`training_step`: the Trainer's own step, with eps added to the attention outputs as
+   a constant. The optimizer steps on these gradients.
+
+Computing every micro-batch's eps before any pass 2 is what makes gradient accumulation 2x4 equal to a
+batch of 8 (the official code zeroed gradients inside the step and lost them). Other steps are plain
+Trainer steps; ``rho=0`` is exactly a plain ``Trainer`` (SFT).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+
+from .perturb import add_perturbation, capture_outputs, find_attention_modules, perturbation_from_grads, squared_norm
+from .trainer_config import VaccineConfig
+
+__all__ = ["VaccineConfig", "VaccineTrainer"]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory since the last reset, or the process's peak RSS on CPU (what bounds a run)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class _StepMetrics(TrainerCallback):
+    """Closes each optimizer step's window: its wall time and peak memory join the trainer's metrics."""
+
+    def __init__(self, trainer: VaccineTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._close_step_window()
+
+
+class VaccineTrainer(Trainer):
+    """Drop-in ``Trainer`` for SFT (``rho=0``), Vaccine (``rho>0, tau=1``) and Accelerated Vaccine (``tau>1``).
+
+    Logs, per optimizer step (averaged over ``logging_steps``): ``clean_loss`` (the unperturbed loss),
+    ``perturbed_loss`` (on perturbation steps), ``step_time`` in seconds and ``peak_memory_mb``.
+    """
+
+    args: VaccineConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, VaccineConfig):
+            raise TypeError("VaccineTrainer needs a VaccineConfig as `args`")
+        self._pending_eps: list[list[torch.Tensor]] = []
+        self._window: dict[str, float] = defaultdict(float)
+        self._logged: dict[str, list[float]] = defaultdict(list)
+        self._window_start = time.perf_counter()
+        self._window_open = False  # True between get_batch_samples and the end of that optimizer step
+        self.perturbation_passes = 0
+        self.add_callback(_StepMetrics(self))
+
+    # -- which modules, which steps ---------------------------------------------------------------------
+    def perturbed_modules(self) -> list[nn.Module]:
+        """The attention blocks (of the unwrapped model) whose outputs receive eps."""
+        if not hasattr(self, "_perturbed_modules"):
+            found = find_attention_modules(self.model, self.args.perturb_modules)
+            self._perturbed_modules = [module for _, module in found]
+        return self._perturbed_modules
+
+    def is_perturbation_step(self) -> bool:
+        """Every ``tau``-th optimizer step, counting from the first (step 0)."""
+        return self.args.rho > 0 and self.state.global_step % self.args.tau == 0
+
+    # -- pass 1 -----------------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
+        self._window_start = time.perf_counter()
+        self._window_open = True
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._pending_eps = []
+        if batch_samples and self.is_perturbation_step():
+            self._pending_eps = self._perturbations(batch_samples, num_items_in_batch)
+        return batch_samples, num_items_in_batch
+
+    def _loss_is_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
+        """Mirror of the Trainer's own rule, so pass 1 weighs micro-batches exactly as pass 2 does."""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+            self.compute_loss_func is not None
+        )
+
+    def _clean_gradients(
+        self, inputs: dict[str, Any], num_items_in_batch: Any, micro_batches: int
+    ) -> list[torch.Tensor]:
+        """Pass 1 on one micro-batch: dL/de_l for every perturbed module, parameters untouched."""
+        model = self.model_wrapped
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        modules = self.perturbed_modules()
+        with self.accelerator.no_sync(model), capture_outputs(modules) as outputs:
+            with self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+            if not self._loss_is_scaled_for_accumulation(num_items_in_batch):
+                loss = loss / micro_batches
+            grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+        self._window["clean_loss"] += loss.detach().float().item()
+        mask = inputs.get("attention_mask")
+        grads = [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outputs)]
+        if mask is not None:
+            keep = mask.unsqueeze(-1).to(grads[0].dtype)
+            grads = [g * keep for g in grads]
+        return grads
+
+    def _perturbations(self, batch_samples: list[dict[str, Any]], num_items_in_batch: Any) -> list[list[torch.Tensor]]:
+        """eps for every micro-batch of this optimizer step, under one norm (see module docstring)."""
+        grads = [self._clean_gradients(b, num_items_in_batch, len(batch_samples)) for b in batch_samples]
+        scope = self.args.perturbation_norm
+        total = None
+        if scope == "batch":
+            total = sum(squared_norm(g, "batch") for g in grads)
+            if self.accelerator.num_processes > 1:
+                total = self.accelerator.reduce(total, reduction="sum")
+        self.perturbation_passes += 1
+        return [perturbation_from_grads(g, self.args.rho, None, scope, total) for g in grads]
+
+    # -- pass 2 -----------------------------------------------------------------------------------------
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        if not self._window_open and self.is_perturbation_step():
+            # Called outside the Trainer's loop: this micro-batch is the whole window.
+            self._pending_eps = self._perturbations([inputs], num_items_in_batch)
+        if not self._pending_eps:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self._window["clean_loss"] += loss.float().item()
+            return loss
+        with add_perturbation(self.perturbed_modules(), self._pending_eps.pop(0)):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self._window["perturbed_loss"] += loss.float().item()
+        return loss
+
+    # -- metrics ----------------------------------------------------------------------------------------
+    def _close_step_window(self) -> None:
+        for key, value in self._window.items():
+            self._logged[key].append(value)
+        self._logged["step_time"].append(time.perf_counter() - self._window_start)
+        self._logged["peak_memory_mb"].append(peak_memory_mb(self.args.device))
+        self._window = defaultdict(float)
+        self._window_open = False
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs gain the mean of our per-step metrics since the previous log."""
+        if "loss" in logs and self._logged:
+            for key, values in self._logged.items():
+                logs[key] = round(sum(values) / len(values), 6)
+            self._logged = defaultdict(list)
+        super().log(logs, start_time)
