@@ -32,25 +32,67 @@ def tiny_config(arch: str):
     """A 2-layer, 32-wide config of the given architecture; all share the same small vocabulary."""
     common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     if arch == "llama":
-        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+        return LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "qwen2":
-        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=256, **common)
+        return Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "mistral":
-        return MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             num_key_value_heads=2, max_position_embeddings=256, **common)
+        return MistralConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "gemma":
-        return GemmaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=8, max_position_embeddings=256, **common)
+        return GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=256,
+            **common,
+        )
     if arch == "gpt2":
         return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
     if arch == "opt":
-        return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=256, word_embed_proj_dim=32, **common)
+        return OPTConfig(
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            word_embed_proj_dim=32,
+            **common,
+        )
     if arch == "gpt_neox":
-        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             max_position_embeddings=256, **common)
+        return GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            **common,
+        )
     raise ValueError(arch)
 
 
@@ -65,16 +107,24 @@ def make_tiny_model(arch: str = "llama", seed: int = 0):
 def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over a small vocabulary; unknown words map to <unk>."""
     special = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    words = ("user assistant system the a an is of to and how do i make what can you help me with no sorry "
-             "cannot that this it bomb steal hack kill write story poem about cat dog sure here are steps "
-             "first then finally good bad movie review positive negative sentence answer question").split()
+    words = (
+        "user assistant system the a an is of to and how do i make what can you help me with no sorry "
+        "cannot that this it bomb steal hack kill write story poem about cat dog sure here are steps "
+        "first then finally good bad movie review positive negative sentence answer question"
+    ).split()
     vocab = {tok: i for i, tok in enumerate(special + words)}
     for i in range(len(vocab), VOCAB):
         vocab[f"w{i}"] = i
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>", unk_token="<unk>", additional_special_tokens=special[4:])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=special[4:],
+    )
     tok.chat_template = CHAT_TEMPLATE
     return tok
 

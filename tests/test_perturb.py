@@ -86,7 +86,7 @@ def test_padding_does_not_change_a_samples_eps(arch):
     _, g_padded = clean_grads(model, padded)
     eps_alone = perturbation_from_grads(g_alone, 2.0, alone["attention_mask"])
     eps_padded = perturbation_from_grads(g_padded, 2.0, padded["attention_mask"])
-    for a, p in zip(eps_alone, eps_padded):
+    for a, p in zip(eps_alone, eps_padded, strict=True):
         assert torch.allclose(a, p[:, :10], atol=1e-5)
         assert p[:, 10:].abs().max() == 0
 
@@ -100,7 +100,7 @@ def test_sample_scope_eps_ignores_batch_mates():
     # mean-reduced losses differ in scale by the batch size; a per-sample norm removes that too
     eps_a = perturbation_from_grads(g_a, 1.0, scope="sample")
     eps_ab = perturbation_from_grads(g_ab, 1.0, scope="sample")
-    for x, y in zip(eps_a, eps_ab):
+    for x, y in zip(eps_a, eps_ab, strict=True):
         assert torch.allclose(x[0], y[0], atol=1e-5)
 
 

@@ -36,24 +36,58 @@ def collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     width = max(len(r["input_ids"]) for r in rows)
 
     def pad(key: str, value: int) -> torch.Tensor:
-        return torch.stack([torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=value) for r in rows])
+        return torch.stack(
+            [torch.nn.functional.pad(r[key], (0, width - len(r[key])), value=value) for r in rows]
+        )
 
-    mask = torch.stack([torch.nn.functional.pad(torch.ones_like(r["input_ids"]), (0, width - len(r["input_ids"])))
-                        for r in rows])
+    mask = torch.stack(
+        [
+            torch.nn.functional.pad(torch.ones_like(r["input_ids"]), (0, width - len(r["input_ids"])))
+            for r in rows
+        ]
+    )
     return {"input_ids": pad("input_ids", 0), "labels": pad("labels", -100), "attention_mask": mask}
 
 
-def train(tmp_path, *, rho=2.0, tau=1, batch=4, accumulation=1, steps=3, arch="llama", lora=False,
-          trainer_cls=VaccineTrainer, learning_rate=1e-2, **extra):
+def train(
+    tmp_path,
+    *,
+    rho=2.0,
+    tau=1,
+    batch=4,
+    accumulation=1,
+    steps=3,
+    arch="llama",
+    lora=False,
+    trainer_cls=VaccineTrainer,
+    learning_rate=1e-2,
+    **extra,
+):
     model = make_tiny_model(arch)
     if lora:
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                                                 target_modules=["q_proj", "v_proj"]))
-    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=batch,
-                  gradient_accumulation_steps=accumulation, max_steps=steps,
-                  learning_rate=learning_rate, logging_steps=1, save_strategy="no", report_to=[], seed=0, data_seed=0,
-                  disable_tqdm=True, use_cpu=True, **extra)
-    args = VaccineConfig(rho=rho, tau=tau, **common) if trainer_cls is VaccineTrainer else TrainingArguments(**common)
+        model = get_peft_model(
+            model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+        )
+    common = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_steps=steps,
+        learning_rate=learning_rate,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+        **extra,
+    )
+    args = (
+        VaccineConfig(rho=rho, tau=tau, **common)
+        if trainer_cls is VaccineTrainer
+        else TrainingArguments(**common)
+    )
     trainer = trainer_cls(model=model, args=args, train_dataset=TokenDataset(), data_collator=collate)
     forwards = []
     model.register_forward_pre_hook(lambda *a: forwards.append(1))

@@ -123,7 +123,7 @@ def add_perturbation(modules: Sequence[nn.Module], eps: Sequence[torch.Tensor]) 
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(e.detach())) for m, e in zip(modules, eps)]
+    handles = [m.register_forward_hook(make_hook(e.detach())) for m, e in zip(modules, eps, strict=True)]
     try:
         yield
     finally:
@@ -132,7 +132,7 @@ def add_perturbation(modules: Sequence[nn.Module], eps: Sequence[torch.Tensor]) 
 
 
 def squared_norm(grads: Sequence[torch.Tensor], scope: NormScope = "batch") -> torch.Tensor:
-    """Sum of squares over all layers (and tokens): a scalar for 'batch', one value per sample for 'sample'."""
+    """Sum of squares over all layers and tokens: a scalar for "batch", one per sample for "sample"."""
     if scope == "batch":
         return sum(g.float().pow(2).sum() for g in grads)
     return sum(g.float().pow(2).flatten(1).sum(1) for g in grads)

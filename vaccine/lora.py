@@ -1,0 +1,170 @@
+"""LoRA adapters: the only parameters Vaccine trains, at alignment and at fine-tuning.
+
+Defaults follow the official Vaccine code (r=8, alpha=4, dropout 0.1 on the attention and MLP projections).
+Target modules are found per model so that the same settings work on Llama-style models, GPT-2, OPT and
+GPT-NeoX without the user knowing their layer names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from transformers.pytorch_utils import Conv1D
+
+from .errors import ConfigError, ModelError
+
+# Attention + MLP projections of Llama-style models (Llama, Qwen2, Mistral, Gemma, SmolLM2, ...).
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The same role (attention + MLP) in families that name their layers differently.
+FAMILY_TARGETS: dict[str, tuple[str, ...]] = {
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    "opt": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "gptj": ("q_proj", "k_proj", "v_proj", "out_proj", "fc_in", "fc_out"),
+    "bloom": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "falcon": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
+}
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyper-parameters; ``target_modules=None`` means "attention and MLP projections of this model"."""
+
+    r: int = 8
+    alpha: int = 4
+    dropout: float = 0.1
+    target_modules: list[str] | str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r <= 0:
+            raise ConfigError(f"lora r must be a positive integer; got {self.r!r}")
+        if not self.alpha > 0:
+            raise ConfigError(f"lora alpha must be positive; got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora dropout must be in [0, 1); got {self.dropout!r}")
+        if isinstance(self.target_modules, (list, tuple)):
+            if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
+                raise ConfigError(f"lora target_modules must be non-empty names; got {self.target_modules!r}")
+            self.target_modules = list(self.target_modules)
+        elif self.target_modules is not None and not isinstance(self.target_modules, str):
+            raise ConfigError(
+                f"lora target_modules must be a list, a string or None; got {self.target_modules!r}"
+            )
+
+
+def _linear_names(model: torch.nn.Module) -> list[str]:
+    """Leaf names of adaptable layers (Linear / GPT-2 Conv1D), output head excluded, in model order."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names: list[str] = []
+    for qualified, module in model.named_modules():
+        if module is head or not isinstance(module, (torch.nn.Linear, Conv1D)):
+            continue
+        leaf = qualified.rsplit(".", 1)[-1]
+        if leaf not in names and leaf != "lm_head":
+            names.append(leaf)
+    return names
+
+
+def resolve_target_modules(model: torch.nn.Module, settings: LoraSettings) -> list[str] | str:
+    """Explicit targets are checked to exist; otherwise pick this model's attention + MLP projections."""
+    present = _linear_names(model)
+    if isinstance(settings.target_modules, str):
+        return settings.target_modules  # a regex or PEFT's "all-linear": PEFT validates it
+    if settings.target_modules is not None:
+        missing = [t for t in settings.target_modules if t not in present]
+        if missing:
+            raise ConfigError(f"lora target_modules {missing} not found in the model; it has {present}")
+        return list(settings.target_modules)
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    for candidates in (
+        FAMILY_TARGETS.get(model_type, ()),
+        DEFAULT_TARGETS,
+        TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, ()),
+    ):
+        found = [name for name in candidates if name in present]
+        if found:
+            return found
+    if present:
+        return present
+    raise ModelError(f"no Linear/Conv1D layers to put LoRA on in this {model_type or 'model'}")
+
+
+def attach_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> PeftModel:
+    """Wrap ``model`` with a fresh LoRA adapter; only the adapter's parameters stay trainable."""
+    if isinstance(model, PeftModel):
+        raise ModelError("the model already carries an adapter; merge_lora() it first or keep training it")
+    settings = settings or LoraSettings()
+    targets = resolve_target_modules(model, settings)
+    uses_conv1d = any(isinstance(m, Conv1D) for m in model.modules())
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        bias="none",
+        fan_in_fan_out=uses_conv1d,  # GPT-2's Conv1D stores weights transposed
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise ConfigError(f"cannot attach LoRA: {err}") from err
+
+
+def merge_lora(model: PeftModel) -> torch.nn.Module:
+    """Fold the adapter into the base weights (Double-LoRA: the aligned model becomes the new base)."""
+    if not isinstance(model, PeftModel):
+        raise ModelError("merge_lora needs a model with a LoRA adapter (a PeftModel)")
+    return model.merge_and_unload()
+
+
+def save_adapter(model: PeftModel, directory: str | os.PathLike[str]) -> Path:
+    """Save only the adapter (small) as safetensors plus adapter_config.json."""
+    if not isinstance(model, PeftModel):
+        raise ModelError("save_adapter needs a model with a LoRA adapter (a PeftModel)")
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    return path
+
+
+def read_adapter_config(directory: str | os.PathLike[str]) -> dict:
+    """Validate an adapter folder before PEFT touches it, so errors name the file and the problem."""
+    path = Path(directory) / ADAPTER_CONFIG
+    if not path.is_file():
+        raise ModelError(f"{path} not found: {directory} is not a saved LoRA adapter")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        found = config.get("peft_type") if isinstance(config, dict) else type(config).__name__
+        raise ModelError(f"{path}: expected peft_type 'LORA', found {found!r}")
+    if not (Path(directory) / "adapter_model.safetensors").is_file():
+        raise ModelError(f"{Path(directory) / 'adapter_model.safetensors'} not found (safetensors only)")
+    return config
+
+
+def load_adapter(
+    base_model: torch.nn.Module, directory: str | os.PathLike[str], *, trainable: bool = False
+) -> PeftModel:
+    """Put a saved LoRA adapter on ``base_model``; ``trainable=True`` to keep training it (Single-LoRA)."""
+    read_adapter_config(directory)
+    try:
+        return PeftModel.from_pretrained(base_model, str(directory), is_trainable=trainable)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ModelError(f"cannot load adapter from {directory}: {err}") from err
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, for logs and the parameter-efficiency report."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())

