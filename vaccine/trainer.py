@@ -16,16 +16,13 @@ Trainer steps; ``rho=0`` is exactly a plain ``Trainer`` (SFT).
 
 from __future__ import annotations
 
-import resource
-import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainerCallback
 
+from .metered import MeteredTrainer
 from .perturb import (
     add_perturbation,
     capture_outputs,
@@ -38,24 +35,7 @@ from .trainer_config import VaccineConfig
 __all__ = ["VaccineConfig", "VaccineTrainer"]
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory since the last reset, or the process's peak RSS on CPU (what bounds a run)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-class _StepMetrics(TrainerCallback):
-    """Closes each optimizer step's window: its wall time and peak memory join the trainer's metrics."""
-
-    def __init__(self, trainer: VaccineTrainer) -> None:
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trainer._close_step_window()
-
-
-class VaccineTrainer(Trainer):
+class VaccineTrainer(MeteredTrainer):
     """Drop-in ``Trainer``: SFT (``rho=0``), Vaccine (``rho>0, tau=1``), Accelerated Vaccine (``tau>1``).
 
     Logs, per optimizer step (averaged over ``logging_steps``): ``clean_loss`` (the unperturbed loss),
@@ -69,12 +49,7 @@ class VaccineTrainer(Trainer):
         if not isinstance(self.args, VaccineConfig):
             raise TypeError("VaccineTrainer needs a VaccineConfig as `args`")
         self._pending_eps: list[list[torch.Tensor]] = []
-        self._window: dict[str, float] = defaultdict(float)
-        self._logged: dict[str, list[float]] = defaultdict(list)
-        self._window_start = time.perf_counter()
-        self._window_open = False  # True between get_batch_samples and the end of that optimizer step
         self.perturbation_passes = 0
-        self.add_callback(_StepMetrics(self))
 
     # -- which modules, which steps ---------------------------------------------------------------------
     def perturbed_modules(self) -> list[nn.Module]:
@@ -90,10 +65,6 @@ class VaccineTrainer(Trainer):
 
     # -- pass 1 -----------------------------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
-        self._window_start = time.perf_counter()
-        self._window_open = True
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._pending_eps = []
         if batch_samples and self.is_perturbation_step():
@@ -122,7 +93,7 @@ class VaccineTrainer(Trainer):
             if not self._loss_is_scaled_for_accumulation(num_items_in_batch):
                 loss = loss / micro_batches
             grads = torch.autograd.grad(loss, outputs, allow_unused=True)
-        self._window["clean_loss"] += loss.detach().float().item()
+        self.record("clean_loss", loss)
         mask = inputs.get("attention_mask")
         grads = [torch.zeros_like(o) if g is None else g for g, o in zip(grads, outputs, strict=True)]
         if mask is not None:
@@ -153,26 +124,9 @@ class VaccineTrainer(Trainer):
             self._pending_eps = self._perturbations([inputs], num_items_in_batch)
         if not self._pending_eps:
             loss = super().training_step(model, inputs, num_items_in_batch)
-            self._window["clean_loss"] += loss.float().item()
+            self.record("clean_loss", loss)
             return loss
         with add_perturbation(self.perturbed_modules(), self._pending_eps.pop(0)):
             loss = super().training_step(model, inputs, num_items_in_batch)
-        self._window["perturbed_loss"] += loss.float().item()
+        self.record("perturbed_loss", loss)
         return loss
-
-    # -- metrics ----------------------------------------------------------------------------------------
-    def _close_step_window(self) -> None:
-        for key, value in self._window.items():
-            self._logged[key].append(value)
-        self._logged["step_time"].append(time.perf_counter() - self._window_start)
-        self._logged["peak_memory_mb"].append(peak_memory_mb(self.args.device))
-        self._window = defaultdict(float)
-        self._window_open = False
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs gain the mean of our per-step metrics since the previous log."""
-        if "loss" in logs and self._logged:
-            for key, values in self._logged.items():
-                logs[key] = round(sum(values) / len(values), 6)
-            self._logged = defaultdict(list)
-        super().log(logs, start_time)

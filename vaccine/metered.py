@@ -1,0 +1,73 @@
+"""MeteredTrainer: a ``Trainer`` that logs what each optimizer step cost and what its loss terms were.
+
+Every trainer of this package (alignment, attack, defenses) derives from it, so step time, peak memory and
+the separate loss terms (clean/perturbed, task/penalty, ...) are logged the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory since the last reset, or the process's peak RSS on CPU (what bounds a run)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class _CloseStep(TrainerCallback):
+    """Ends each optimizer step's window: its wall time and peak memory join the trainer's metrics."""
+
+    def __init__(self, trainer: MeteredTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._close_step_window()
+
+
+class MeteredTrainer(Trainer):
+    """Logs, per optimizer step and averaged over ``logging_steps``: every term passed to :meth:`record`,
+    ``step_time`` (seconds, from fetching the step's batches to the optimizer step) and ``peak_memory_mb``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._window: dict[str, float] = defaultdict(float)
+        self._logged: dict[str, list[float]] = defaultdict(list)
+        self._window_start = time.perf_counter()
+        self._window_open = False  # True from get_batch_samples to the end of that optimizer step
+        self.add_callback(_CloseStep(self))
+
+    def record(self, key: str, value: torch.Tensor | float) -> None:
+        """Add a loss term of the current micro-batch; terms sum over the accumulation window."""
+        self._window[key] += float(value.detach().float()) if torch.is_tensor(value) else float(value)
+
+    def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
+        self._window_start = time.perf_counter()
+        self._window_open = True
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    def _close_step_window(self) -> None:
+        for key, value in self._window.items():
+            self._logged[key].append(value)
+        self._logged["step_time"].append(time.perf_counter() - self._window_start)
+        self._logged["peak_memory_mb"].append(peak_memory_mb(self.args.device))
+        self._window = defaultdict(float)
+        self._window_open = False
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs gain the mean of the per-step metrics since the previous log."""
+        if "loss" in logs and self._logged:
+            for key, values in self._logged.items():
+                logs[key] = round(sum(values) / len(values), 6)
+            self._logged = defaultdict(list)
+        super().log(logs, start_time)
