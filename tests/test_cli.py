@@ -144,7 +144,7 @@ def test_sft_rejects_rho(tiny_model_dir, alignment_file, tmp_path, capsys):
         str(tmp_path / "x"),
     ]
     assert main(argv) == 2
-    assert "--rho" in capsys.readouterr().err
+    assert "sft has no knob 'rho'" in capsys.readouterr().err
 
 
 def test_info_lists_versions_paths_and_assets(capsys):

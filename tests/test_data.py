@@ -94,11 +94,17 @@ def test_alignment_split_size_unique_and_real_first():
 def test_no_evaluation_prompt_in_training_splits():
     """The proof the official code lacked: AdvBench and HarmBench prompts never reach training data."""
     held_out = _eval_keys()
-    for split in (alignment_split(), harmful_split()):
+    for split in (alignment_split(), harmful_split(), load_records("harmful-defense")):
         assert not {normalize_text(r.prompt) for r in split} & held_out
         assert_disjoint(split, evaluation_prompts("advbench") + evaluation_prompts("harmbench"))
     # the raw PyRIT many-shot data does overlap HarmBench, so the filter is doing real work
     assert {normalize_text(r.prompt) for r in sources.pyrit_many_shot()} & held_out
+
+
+def test_attack_and_defense_harmful_parts_are_disjoint_and_complete():
+    attack, defense = harmful_split(), load_records("harmful-defense")
+    assert len(defense) >= 100 and len(attack) >= 200
+    assert not {normalize_text(r.prompt) for r in attack} & {normalize_text(r.prompt) for r in defense}
 
 
 def test_alignment_and_harmful_prompts_are_disjoint():
@@ -132,7 +138,14 @@ def test_do_not_answer_prompts_get_a_fitting_safe_answer():
 
 
 def test_registry_lists_every_builtin():
-    assert set(SPLITS) == {"alignment", "harmful", "advbench", "harmbench", "do-not-answer"}
+    assert set(SPLITS) == {
+        "alignment",
+        "harmful",
+        "harmful-defense",
+        "advbench",
+        "harmbench",
+        "do-not-answer",
+    }
     assert all(info.license and info.sources for info in SPLITS.values())
     assert len(load_records("harmbench")) == 200
 

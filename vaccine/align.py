@@ -8,40 +8,41 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from . import __version__
 from .callbacks import JsonlLogger
 from .data.records import Record
 from .data.sources import load_records
 from .data.templates import TEMPLATES
-from .data.tokenize import CompletionCollator, CompletionDataset
+from .defenses import registry
+from .defenses.base import AlignMethod, DataContext
 from .errors import ConfigError, DataError
 from .io import write_json_atomic
-from .lora import LoraSettings, attach_lora, count_parameters, save_adapter
+from .lora import LoraSettings, attach_lora, count_parameters
 from .models import load_model_and_tokenizer
-from .trainer import VaccineConfig, VaccineTrainer
-
-ALIGN_METHODS = ("sft", "vaccine")
+from .stage_io import last_checkpoint, save_adapter_atomically
+from .trainer import VaccineConfig
 
 
 @dataclass
 class AlignSpec:
     """Everything one alignment run needs, validated before any compute.
 
-    ``training`` carries the Trainer's knobs and Vaccine's (rho, tau); ``method='sft'`` forces rho=0.
+    ``method`` names an alignment-stage method of the registry (sft, vaccine, repnoise) and
+    ``method_args`` its knobs (e.g. rho, tau); ``training_args`` are ``TrainingArguments`` fields. Both are
+    checked here, when the spec is built, so a typo fails before a model is loaded.
     """
 
     method: str
     out: Path
-    training: VaccineConfig
+    training_args: dict[str, Any]
+    method_args: dict[str, Any] = field(default_factory=dict)
     model: str = "smollm2-135m-instruct"
     data: str = "alignment"
     num_samples: int | None = None
@@ -53,22 +54,21 @@ class AlignSpec:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        if self.method not in ALIGN_METHODS:
-            raise ConfigError(f"--method must be one of {', '.join(ALIGN_METHODS)}; got {self.method!r}")
-        if self.method == "sft" and self.training.rho != 0:
-            raise ConfigError("--rho applies to --method vaccine; SFT is the same training with rho=0")
         if self.num_samples is not None and self.num_samples < 1:
             raise ConfigError(f"--num-samples must be >= 1; got {self.num_samples}")
         if self.template not in TEMPLATES:
             raise ConfigError(f"--template must be one of {', '.join(TEMPLATES)}; got {self.template!r}")
         if self.max_length < 8:
             raise ConfigError(f"--max-length must be >= 8; got {self.max_length}")
+        self.method_obj: AlignMethod = registry.build(self.method, "align", **self.method_args)
+        self.training: VaccineConfig = self.method_obj.build_config(self.training_args)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON: what was run, with every default filled in."""
-        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training_args"}
         plain["out"] = str(self.out)
         plain["lora"] = dataclasses.asdict(self.lora)
+        plain["method_knobs"] = dataclasses.asdict(self.method_obj)
         plain["training"] = self.training.to_dict()
         return plain
 
@@ -82,15 +82,6 @@ def select_samples(records: list[Record], num_samples: int | None, seed: int, so
     return random.Random(seed).sample(records, num_samples)
 
 
-def _save_adapter_atomically(model: Any, target: Path) -> Path:
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_adapter(model, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
-
-
 def run_alignment(spec: AlignSpec) -> dict[str, Any]:
     """Train the alignment adapter; returns the run summary also written to ``out/summary.json``."""
     set_seed(spec.training.seed)
@@ -99,22 +90,20 @@ def run_alignment(spec: AlignSpec) -> dict[str, Any]:
         spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
     )
     model = attach_lora(model, spec.lora)
-    dataset = CompletionDataset(records, tokenizer, template=spec.template, max_length=spec.max_length)
+    data = DataContext(tokenizer, spec.template, spec.max_length)
     spec.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(spec.out / "config.json", spec.to_dict())
-    trainer = VaccineTrainer(
+    trainer = spec.method_obj.trainer_class(
         model=model,
         args=spec.training,
-        train_dataset=dataset,
-        data_collator=CompletionCollator(tokenizer),
+        train_dataset=spec.method_obj.train_dataset(records, data),
+        data_collator=spec.method_obj.collator(data),
         callbacks=[JsonlLogger(spec.out / "log.jsonl")],
     )
-    checkpoint = (
-        get_last_checkpoint(spec.training.output_dir) if Path(spec.training.output_dir).is_dir() else None
-    )
+    checkpoint = last_checkpoint(spec.training.output_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = _save_adapter_atomically(trainer.model, spec.out / "adapter")
+    adapter = save_adapter_atomically(trainer.model, spec.out / "adapter")
     trainable, total = count_parameters(trainer.model)
     summary = {
         "method": spec.method,

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from .errors import VaccineError
 
 PAPER = "Huang et al., Vaccine, NeurIPS 2024"
 
 
-def _add_align(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "align",
-        help="align a model with SFT or Vaccine (LoRA)",
-        description=f"Alignment stage ({PAPER}). Writes adapter/, config.json, log.jsonl, "
-        "summary.json and checkpoints/ into --out; re-running resumes from the last checkpoint.",
-    )
-    p.add_argument("--method", required=True, choices=["sft", "vaccine"])
+def _add_common_flags(p: argparse.ArgumentParser, *, lr: float, epochs: float) -> None:
+    """Model, data formatting, LoRA and optimizer flags shared by `align` and `finetune`."""
     p.add_argument(
         "--model", default="smollm2-135m-instruct", help="HF id, local path or the embedded default"
     )
-    p.add_argument("--data", default="alignment", help="built-in split, local .json/.jsonl/.csv, or hf:ID")
-    p.add_argument("--num-samples", type=int, default=None, help="seeded random subset of the data")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--rho", type=float, default=None, help="perturbation budget (vaccine; default 2.0)")
-    p.add_argument("--tau", type=int, default=1, help="perturb every tau-th step (Accelerated Vaccine)")
-    p.add_argument(
-        "--perturb-modules", default=None, help="regex over module names (default: every self-attention)"
-    )
-    p.add_argument("--perturbation-norm", default="batch", choices=["batch", "sample"])
-    p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes)")
+    p.add_argument("--epochs", type=float, default=epochs)
     p.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--batch-size", type=int, default=5)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--weight-decay", type=float, default=0.1)
@@ -52,23 +41,13 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)"
     )
-    p.set_defaults(func=_run_align)
 
 
-def _align_spec(args: argparse.Namespace):
+def _training_args(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from .align import AlignSpec
-    from .lora import LoraSettings
-    from .trainer_config import VaccineConfig
-
-    rho = args.rho if args.rho is not None else (2.0 if args.method == "vaccine" else 0.0)
-    training = VaccineConfig(
+    return dict(
         output_dir=str(args.out / "checkpoints"),
-        rho=rho,
-        tau=args.tau,
-        perturb_modules=args.perturb_modules,
-        perturbation_norm=args.perturbation_norm,
         num_train_epochs=args.epochs,
         max_steps=args.max_steps,
         learning_rate=args.lr,
@@ -88,32 +67,118 @@ def _align_spec(args: argparse.Namespace):
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+
+
+def _lora(args: argparse.Namespace):
+    from .lora import LoraSettings
+
     targets = args.lora_targets.split(",") if args.lora_targets else None
-    lora = LoraSettings(
+    return LoraSettings(
         r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets
     )
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "align",
+        help="align a model (SFT, Vaccine, RepNoise) with LoRA",
+        description=f"Alignment stage ({PAPER}). Writes adapter/, config.json, log.jsonl, "
+        "summary.json and checkpoints/ into --out; re-running resumes from the last checkpoint.",
+    )
+    p.add_argument("--method", required=True, help="alignment method: sft, vaccine, repnoise")
+    p.add_argument("--data", default="alignment", help="built-in split, local .json/.jsonl/.csv, or hf:ID")
+    p.add_argument("--num-samples", type=int, default=None, help="seeded random subset of the data")
+    p.add_argument("--rho", type=float, default=None, help="vaccine: perturbation budget (default 2.0)")
+    p.add_argument("--tau", type=int, default=None, help="vaccine: perturb every tau-th step (default 1)")
+    p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="a method knob (repeatable)")
+    _add_common_flags(p, lr=1e-3, epochs=1.0)
+    p.set_defaults(func=_run_align)
+
+
+def _align_spec(args: argparse.Namespace):
+    from .align import AlignSpec
+    from .defenses.registry import parse_knobs
+
+    knobs: dict[str, Any] = parse_knobs(args.method_arg, "--method-arg")
+    knobs.update({k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None})
     return AlignSpec(
         method=args.method,
         out=args.out,
-        training=training,
+        training_args=_training_args(args),
+        method_args=knobs,
         model=args.model,
         data=args.data,
         num_samples=args.num_samples,
         template=args.template,
         max_length=args.max_length,
         dtype=args.dtype,
-        lora=lora,
+        lora=_lora(args),
         trust_remote_code=args.trust_remote_code,
     )
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    import json
-
     from .align import run_alignment
 
-    summary = run_alignment(_align_spec(args))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(run_alignment(_align_spec(args)), indent=2))
+    return 0
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="the attack: fine-tune on a benign task mixed with harmful data",
+        description="Fine-tuning-as-a-service: n samples of --task of which floor(p*n) are "
+        "harmful. Without --aligned the base model is attacked (Non-aligned).",
+    )
+    p.add_argument("--aligned", type=Path, default=None, help="alignment run folder or adapter folder")
+    p.add_argument("--task", default="sst2", help="benign task: sst2, gsm8k, agnews, instruct")
+    p.add_argument(
+        "--task-source", default=None, help="local file or hub id for the task (default: embedded)"
+    )
+    p.add_argument("--p", type=float, default=0.1, help="harmful ratio in [0, 1]")
+    p.add_argument("--n", type=int, default=1000, help="number of fine-tuning samples")
+    p.add_argument("--harmful", default="harmful", help="harmful data: built-in split, file or hf:ID")
+    p.add_argument("--alignment-data", default="alignment", help="safety data used by ewc, vlguard, lisa")
+    p.add_argument("--lora-mode", default="double", choices=["double", "single"])
+    p.add_argument("--defense", default="none", help="fine-tune-stage defense: none, ewc, kl, vlguard, lisa")
+    p.add_argument("--defense-arg", action="append", metavar="KEY=VALUE", help="a defense knob (repeatable)")
+    _add_common_flags(p, lr=1e-5, epochs=20.0)
+    p.set_defaults(func=_run_finetune)
+
+
+def _finetune_spec(args: argparse.Namespace):
+    from transformers import TrainingArguments
+
+    from .defenses.registry import parse_knobs
+    from .finetune import FinetuneSpec
+
+    return FinetuneSpec(
+        out=args.out,
+        training=TrainingArguments(**_training_args(args)),
+        model=args.model,
+        aligned=args.aligned,
+        task=args.task,
+        task_source=args.task_source,
+        p=args.p,
+        n=args.n,
+        harmful=args.harmful,
+        alignment_data=args.alignment_data,
+        lora_mode=args.lora_mode,
+        defense=args.defense,
+        defense_args=parse_knobs(args.defense_arg, "--defense-arg"),
+        template=args.template,
+        max_length=args.max_length,
+        dtype=args.dtype,
+        lora=_lora(args),
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from .finetune import run_finetune
+
+    print(json.dumps(run_finetune(_finetune_spec(args)), indent=2))
     return 0
 
 
@@ -135,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_align(sub)
+    _add_finetune(sub)
     _add_info(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         return args.func(args)
     except VaccineError as err:

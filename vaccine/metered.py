@@ -49,6 +49,14 @@ class MeteredTrainer(Trainer):
         """Add a loss term of the current micro-batch; terms sum over the accumulation window."""
         self._window[key] += float(value.detach().float()) if torch.is_tensor(value) else float(value)
 
+    def _loss_is_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
+        """Mirror of the Trainer's own rule, so extra passes and loss terms weigh micro-batches as it does."""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+            self.compute_loss_func is not None
+        )
+
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         self._window_start = time.perf_counter()
         self._window_open = True

@@ -71,14 +71,6 @@ class VaccineTrainer(MeteredTrainer):
             self._pending_eps = self._perturbations(batch_samples, num_items_in_batch)
         return batch_samples, num_items_in_batch
 
-    def _loss_is_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
-        """Mirror of the Trainer's own rule, so pass 1 weighs micro-batches exactly as pass 2 does."""
-        if self.loss_is_scaled_for_ga is not None:
-            return self.loss_is_scaled_for_ga
-        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
-            self.compute_loss_func is not None
-        )
-
     def _clean_gradients(
         self, inputs: dict[str, Any], num_items_in_batch: Any, micro_batches: int
     ) -> list[torch.Tensor]:

@@ -7,6 +7,7 @@ on every machine. Every builder here is deterministic (seeded by prompt text, no
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -209,8 +210,22 @@ def assert_disjoint(train: list[Record], eval_prompts: list[Record]) -> None:
 
 # ---------------------------------------------------------------- built-in training splits
 def harmful_split() -> list[Record]:
-    """Harmful prompt -> harmful answer (the attack data), minus evaluation prompts and near-duplicates."""
-    return list(_harmful())
+    """Harmful prompt -> harmful answer (the attack data), minus evaluation prompts and near-duplicates.
+
+    About a third of the harmful pairs are held back for defenses that use harmful data at alignment
+    (RepNoise: :func:`harmful_defense_split`), so no defense ever trains on the attack's own samples.
+    """
+    return [r for r in _harmful() if not _reserved_for_defenses(r)]
+
+
+def harmful_defense_split() -> list[Record]:
+    """The harmful pairs reserved for alignment-stage defenses; disjoint from :func:`harmful_split`."""
+    return [r for r in _harmful() if _reserved_for_defenses(r)]
+
+
+def _reserved_for_defenses(record: Record) -> bool:
+    digest = hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()
+    return digest[0] % 3 == 0
 
 
 @lru_cache(maxsize=1)
@@ -275,6 +290,12 @@ SPLITS: dict[str, SplitInfo] = {
         harmful_split,
         "harmful prompt -> harmful answer (the attack in user fine-tuning data)",
         "PyRIT many-shot 'harmful' examples and scorer-eval answers humans rated harmful",
+        "MIT (PyRIT)",
+    ),
+    "harmful-defense": SplitInfo(
+        harmful_defense_split,
+        "harmful prompt -> harmful answer, reserved for alignment-stage defenses (RepNoise)",
+        "the same sources as 'harmful'; a fixed third of its pairs, disjoint from it",
         "MIT (PyRIT)",
     ),
     "advbench": SplitInfo(

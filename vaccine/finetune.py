@@ -1,0 +1,169 @@
+"""The attack stage (fine-tuning-as-a-service): fine-tune an aligned model on a user's harmful-mixed data.
+
+Read top to bottom: build the user's data set (n samples of a benign task, floor(p*n) of them harmful),
+let the fine-tune-stage defense change it, put LoRA on the aligned model (Double-LoRA: merge the alignment
+adapter, train a fresh one; Single-LoRA: keep training the alignment adapter; no aligned adapter:
+Non-aligned), train, and write the adapter, the resolved config and the log into one folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainingArguments, set_seed
+
+from vaccine import __version__
+from vaccine.callbacks import JsonlLogger
+from vaccine.data.mixing import harmful_count, mix_harmful, validate_mix
+from vaccine.data.records import Record
+from vaccine.data.sources import load_records
+from vaccine.data.splits import assert_disjoint, evaluation_prompts
+from vaccine.data.templates import TEMPLATES
+from vaccine.defenses import registry
+from vaccine.defenses.base import DataContext, FinetuneContext, FinetuneDefense
+from vaccine.errors import ConfigError, ModelError
+from vaccine.finetune_trainer import FinetuneTrainer
+from vaccine.io import write_json_atomic
+from vaccine.lora import LoraSettings, attach_lora, count_parameters, load_adapter, merge_lora
+from vaccine.models import load_model_and_tokenizer
+from vaccine.stage_io import last_checkpoint, save_adapter_atomically
+from vaccine.tasks import get_task
+
+LORA_MODES = ("double", "single")
+HELD_OUT_SETS = ("advbench", "harmbench")
+
+
+@dataclass
+class FinetuneSpec:
+    """Everything one fine-tuning (attack) run needs, validated before any compute."""
+
+    out: Path
+    training: TrainingArguments
+    model: str = "smollm2-135m-instruct"
+    aligned: Path | None = None
+    task: str = "sst2"
+    task_source: str | None = None
+    p: float = 0.1
+    n: int = 1000
+    harmful: str = "harmful"
+    alignment_data: str = "alignment"
+    lora_mode: str = "double"
+    defense: str = "none"
+    defense_args: dict[str, Any] = field(default_factory=dict)
+    template: str = "chat"
+    max_length: int = 256
+    dtype: str = "float32"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self.aligned = Path(self.aligned) if self.aligned is not None else None
+        validate_mix(self.p, self.n)
+        if self.lora_mode not in LORA_MODES:
+            raise ConfigError(f"--lora-mode must be one of {', '.join(LORA_MODES)}; got {self.lora_mode!r}")
+        if self.lora_mode == "single" and self.aligned is None:
+            raise ConfigError("--lora-mode single keeps training the alignment adapter: pass --aligned")
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"--template must be one of {', '.join(TEMPLATES)}; got {self.template!r}")
+        get_task(self.task)
+        self.defense_obj: FinetuneDefense = registry.build(self.defense, "finetune", **self.defense_args)
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        plain.update(out=str(self.out), aligned=str(self.aligned) if self.aligned else None)
+        plain["lora"] = dataclasses.asdict(self.lora)
+        plain["defense_knobs"] = dataclasses.asdict(self.defense_obj)
+        plain["training"] = self.training.to_dict()
+        return plain
+
+
+def adapter_dir(aligned: Path) -> Path:
+    """Accept an alignment run folder (with adapter/) or the adapter folder itself."""
+    candidate = aligned / "adapter" if (aligned / "adapter").is_dir() else aligned
+    if not (candidate / "adapter_config.json").is_file():
+        raise ModelError(f"--aligned {aligned}: no adapter_config.json there or in {aligned / 'adapter'}")
+    return candidate
+
+
+def user_dataset(spec: FinetuneSpec) -> tuple[list[Record], dict[str, int]]:
+    """The user's upload: floor(p*n) harmful + the rest benign, shuffled, checked against held-out data."""
+    task = get_task(spec.task)
+    benign = task.records("train", spec.task_source)
+    harmful = load_records(spec.harmful)
+    seed = spec.training.seed
+    mixed = mix_harmful(
+        benign,
+        harmful,
+        spec.p,
+        spec.n,
+        seed,
+        benign_name=f"{spec.task} train split",
+        harmful_name=f"harmful data ({spec.harmful})",
+    )
+    for name in HELD_OUT_SETS:
+        assert_disjoint(mixed, evaluation_prompts(name))
+    assert_disjoint(mixed, task.records("test", spec.task_source))
+    return mixed, {"harmful": harmful_count(spec.p, spec.n), "benign": spec.n - harmful_count(spec.p, spec.n)}
+
+
+def prepare_model(spec: FinetuneSpec) -> tuple[Any, Any]:
+    """The model to attack, with the adapter that will be trained (see the module docstring)."""
+    model, tokenizer = load_model_and_tokenizer(
+        spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
+    )
+    if spec.aligned is None:
+        return attach_lora(model, spec.lora), tokenizer
+    aligned = load_adapter(model, adapter_dir(spec.aligned), trainable=spec.lora_mode == "single")
+    if spec.lora_mode == "single":
+        return aligned, tokenizer
+    return attach_lora(merge_lora(aligned), spec.lora), tokenizer
+
+
+def run_finetune(spec: FinetuneSpec) -> dict[str, Any]:
+    """Fine-tune on the user's data; returns the summary also written to ``out/summary.json``."""
+    set_seed(spec.training.seed)
+    records, counts = user_dataset(spec)
+    model, tokenizer = prepare_model(spec)
+    data = DataContext(tokenizer, spec.template, spec.max_length)
+    alignment = load_records(spec.alignment_data) if spec.defense_obj.uses_alignment_data else []
+    adapter = str(adapter_dir(spec.aligned)) if spec.aligned else None
+    context = FinetuneContext(data, alignment, adapter, spec.lora_mode, spec.training.seed)
+    records = spec.defense_obj.prepare_data(records, context)
+    spec.out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(spec.out / "config.json", spec.to_dict())
+    trainer = FinetuneTrainer(
+        model=model,
+        args=spec.training,
+        train_dataset=data.dataset(records),
+        data_collator=data.collator(),
+        callbacks=[JsonlLogger(spec.out / "log.jsonl")],
+        defense=spec.defense_obj,
+        context=context,
+    )
+    checkpoint = last_checkpoint(spec.training.output_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    saved = save_adapter_atomically(trainer.model, spec.out / "adapter")
+    trainable, total = count_parameters(trainer.model)
+    summary = {
+        "defense": spec.defense,
+        "aligned": str(spec.aligned) if spec.aligned else None,
+        "lora_mode": spec.lora_mode,
+        "adapter": str(saved),
+        "samples": len(records),
+        **{f"{kind}_samples": count for kind, count in counts.items()},
+        "steps": trainer.state.global_step,
+        "resumed_from": checkpoint,
+        "train_loss": result.training_loss,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "vaccine_version": __version__,
+    }
+    write_json_atomic(spec.out / "summary.json", summary)
+    return summary

@@ -1,0 +1,100 @@
+"""Instruction following (Alpaca in the paper), with a transparent offline proxy for the judge.
+
+The paper scores Alpaca fine-tuning with AlpacaEval, an LLM judge's win rate; no such judge exists offline.
+The default scorer here is a proxy that anyone can reproduce: unigram F1 against the reference answer.
+It says whether the model learned the task's content and style, NOT how good the answer is; its numbers are
+not comparable with AlpacaEval win rates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from functools import cache
+
+from vaccine.assets import asset_file
+from vaccine.data.records import Record
+from vaccine.data.sources import _read_text
+from vaccine.errors import DataError
+from vaccine.tasks.base import Task, pick_field, register_task, split_records
+
+CHAT_FILES = ("templates/customer-support/data.jsonl", "templates/code-assistant/data.jsonl")
+TEST_FRACTION = 0.2
+_WORD = re.compile(r"\w+")
+
+
+def unigram_f1(answer: str, reference: str) -> float:
+    """SQuAD-style token F1 over lowercased word tokens (multiset overlap)."""
+    pred, ref = _WORD.findall(answer.lower()), _WORD.findall(reference.lower())
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def alpaca_prompt(instruction: str, inp: str) -> str:
+    """Alpaca's instruction, with its optional input appended the way the paper's prompts do."""
+    instruction, inp = instruction.strip(), inp.strip()
+    return f"{instruction}\nInput: {inp}" if inp else instruction
+
+
+def _chat_record(row: dict, where: str, name: str) -> Record:
+    """One forgelm chat: the user turn is the prompt, the assistant turn the reference answer; the system
+    prompt is kept in meta (the chat template is applied later, by the caller)."""
+    turns = {m.get("role"): m.get("content", "") for m in row.get("messages", [])}
+    if not turns.get("user") or not turns.get("assistant"):
+        raise DataError(f"{where}: expected a user and an assistant message")
+    meta = {"file": name, "system": turns.get("system", "")}
+    return Record(
+        turns["user"].strip(), turns["assistant"].strip(), f"forgelm-{name}", turns["assistant"].strip(), meta
+    )
+
+
+@cache
+def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
+    records = []
+    for relative in CHAT_FILES:
+        path = asset_file("forgelm", relative)
+        name = path.parent.name
+        for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+            if line.strip():
+                records.append(_chat_record(json.loads(line), f"{path}:{lineno}", name))
+    train, test = split_records(records, round(TEST_FRACTION * len(records)))
+    return tuple(train), tuple(test)
+
+
+@register_task
+class Instruct(Task):
+    """Open-ended instruction following, scored by a PROXY (not the paper's AlpacaEval win rate).
+
+    An answer counts as correct when its unigram F1 against the reference answer (lowercased word tokens)
+    is at least ``f1_threshold`` (0.3); ``strict`` raises the bar to ``strict_f1_threshold`` (0.6).
+    """
+
+    name = "instruct"
+    description = "instruction following (stand-in: forgelm customer-support + code-assistant chats)"
+    license = "CC-BY-SA-4.0 (forgelm data); Alpaca CC-BY-NC-4.0 when loaded by id"
+    hub_ids = {key: ("tatsu-lab/alpaca", None) for key in ("alpaca", "tatsu-lab/alpaca")}
+    hub_splits = {"train": "train"}  # Alpaca has one split: the test split is held out here
+    test_size = 1000
+    f1_threshold: float = 0.3
+    strict_f1_threshold: float = 0.6
+
+    def embedded_splits(self) -> tuple[list[Record], list[Record]]:
+        train, test = _embedded()
+        return list(train), list(test)
+
+    def from_row(self, row: dict, where: str, source: str) -> Record:
+        instruction = str(pick_field(row, ("instruction", "prompt", "question"), where, "instruction"))
+        output = str(pick_field(row, ("output", "response", "answer"), where, "output")).strip()
+        prompt = alpaca_prompt(instruction, str(row.get("input") or ""))
+        return Record(prompt, output, source, output)
+
+    def is_correct(self, answer: str, record: Record, strict: bool = False) -> bool:
+        reference = record.label or record.response
+        if not reference:
+            raise ValueError(f"record has no reference answer to score against: {record.prompt[:80]!r}")
+        threshold = self.strict_f1_threshold if strict else self.f1_threshold
+        return unigram_f1(answer, reference) >= threshold
