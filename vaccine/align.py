@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import set_seed
 
-from . import __version__
 from .callbacks import JsonlLogger
 from .data.records import Record
 from .data.sources import load_records
@@ -24,9 +22,9 @@ from .defenses import registry
 from .defenses.base import AlignMethod, DataContext
 from .errors import ConfigError, DataError
 from .io import write_json_atomic
-from .lora import LoraSettings, attach_lora, count_parameters
+from .lora import LoraSettings, attach_lora
 from .models import load_model_and_tokenizer
-from .stage_io import last_checkpoint, save_adapter_atomically
+from .stage_io import train_and_save
 from .trainer import VaccineConfig
 
 
@@ -100,23 +98,4 @@ def run_alignment(spec: AlignSpec) -> dict[str, Any]:
         data_collator=spec.method_obj.collator(data),
         callbacks=[JsonlLogger(spec.out / "log.jsonl")],
     )
-    checkpoint = last_checkpoint(spec.training.output_dir)
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = save_adapter_atomically(trainer.model, spec.out / "adapter")
-    trainable, total = count_parameters(trainer.model)
-    summary = {
-        "method": spec.method,
-        "adapter": str(adapter),
-        "samples": len(records),
-        "steps": trainer.state.global_step,
-        "perturbation_passes": trainer.perturbation_passes,
-        "resumed_from": checkpoint,
-        "train_loss": result.training_loss,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "vaccine_version": __version__,
-    }
-    write_json_atomic(spec.out / "summary.json", summary)
-    return summary
+    return train_and_save(trainer, spec.out, method=spec.method, samples=len(records))

@@ -143,6 +143,13 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lora-mode", default="double", choices=["double", "single"])
     p.add_argument("--defense", default="none", help="fine-tune-stage defense: none, ewc, kl, vlguard, lisa")
     p.add_argument("--defense-arg", action="append", metavar="KEY=VALUE", help="a defense knob (repeatable)")
+    p.add_argument(
+        "--drift-every",
+        type=int,
+        default=0,
+        help="every K steps log alignment loss and embedding drift to drift.jsonl (0: off)",
+    )
+    p.add_argument("--drift-samples", type=int, default=16, help="alignment samples used for drift")
     _add_common_flags(p, lr=1e-5, epochs=20.0)
     p.set_defaults(func=_run_finetune)
 
@@ -171,6 +178,8 @@ def _finetune_spec(args: argparse.Namespace):
         max_length=args.max_length,
         dtype=args.dtype,
         lora=_lora(args),
+        drift_every=args.drift_every,
+        drift_samples=args.drift_samples,
         trust_remote_code=args.trust_remote_code,
     )
 
@@ -179,6 +188,125 @@ def _run_finetune(args: argparse.Namespace) -> int:
     from .finetune import run_finetune
 
     print(json.dumps(run_finetune(_finetune_spec(args)), indent=2))
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="Harmful Score, Fine-tune Accuracy and drift of a model",
+        description="Batched greedy generation on held-out harmful prompts (HS, judged) and on "
+        "the task's test split (FA). Writes one JSON with metrics, config, records, timings.",
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        type=Path,
+        default=[],
+        help="adapter or run folder, merged in order (Double-LoRA: the alignment one, then the "
+        "fine-tuning one); repeatable",
+    )
+    p.add_argument("--harmful-prompts", default="advbench", help="advbench, harmbench, or a prompt file")
+    p.add_argument("--num-harmful", type=int, default=100)
+    p.add_argument("--task", default="sst2", help="sst2, gsm8k, agnews, instruct, or 'none'")
+    p.add_argument("--task-source", default=None)
+    p.add_argument("--num-task", type=int, default=200)
+    p.add_argument("--strict", action="store_true", help="strict exact-label scoring instead of the paper's")
+    p.add_argument(
+        "--judge",
+        default="default",
+        help="default (offline refusal + MiniLM), refusal, hf-classifier:ID, guard:ID",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=128, help="for harmful prompts")
+    p.add_argument("--task-max-new-tokens", type=int, default=None, help="default: per task (sst2: 8)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--template", default="chat", choices=["chat", "alpaca"])
+    p.add_argument(
+        "--reference-adapter",
+        action="append",
+        type=Path,
+        default=None,
+        help="adapters of the aligned model: adds embedding drift and alignment loss",
+    )
+    p.add_argument("--num-drift", type=int, default=32)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--out", required=True, type=Path, help="result JSON file")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .eval.generate import GenerationSettings
+    from .evaluate import EvaluateSpec, run_evaluate
+
+    spec = EvaluateSpec(
+        out=args.out,
+        model=args.model,
+        adapters=args.adapter,
+        harmful_prompts=args.harmful_prompts,
+        num_harmful=args.num_harmful,
+        task=None if args.task == "none" else args.task,
+        task_source=args.task_source,
+        num_task=args.num_task,
+        strict=args.strict,
+        judge=args.judge,
+        generation=GenerationSettings(args.max_new_tokens, args.batch_size, args.template),
+        task_max_new_tokens=args.task_max_new_tokens,
+        reference_adapters=args.reference_adapter,
+        num_drift=args.num_drift,
+        seed=args.seed,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    result = run_evaluate(spec)
+    print(
+        json.dumps(
+            {"metrics": result["metrics"], "timings": result["timings"], "out": str(args.out)}, indent=2
+        )
+    )
+    return 0
+
+
+def _add_tsne(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tsne",
+        help="t-SNE picture of alignment-data embeddings across models",
+        description="One joint t-SNE of the alignment sample's embeddings under each model view.",
+    )
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument(
+        "--view",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("LABEL", "ADAPTERS"),
+        help="a label and comma-separated adapters merged in order ('-' for the base model)",
+    )
+    p.add_argument("--data", default="alignment")
+    p.add_argument("--num-samples", type=int, default=100)
+    p.add_argument("--layer", type=int, default=-1, help="hidden-state layer to embed (default: last)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, type=Path, help="PNG file")
+    p.set_defaults(func=_run_tsne)
+
+
+def _run_tsne(args: argparse.Namespace) -> int:
+    from .data.sources import load_records
+    from .defenses.base import DataContext
+    from .eval.tsne import sentence_embeddings, tsne_figure
+    from .evaluate import sample
+    from .stage_io import load_merged_model
+
+    records = sample(load_records(args.data), args.num_samples, args.seed, args.data)
+    embeddings = {}
+    for label, adapters in args.view:
+        paths = [] if adapters == "-" else [Path(a) for a in adapters.split(",") if a]
+        model, tokenizer = load_merged_model(args.model, paths)
+        batches = DataContext(tokenizer).loader(records, 16, args.seed)
+        embeddings[label] = sentence_embeddings(model, batches, args.layer)
+    print(tsne_figure(embeddings, args.out, f"{args.data} embeddings ({len(records)} samples)", args.seed))
     return 0
 
 
@@ -201,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_align(sub)
     _add_finetune(sub)
+    _add_evaluate(sub)
+    _add_tsne(sub)
     _add_info(sub)
     return parser
 

@@ -9,14 +9,13 @@ Non-aligned), train, and write the adapter, the resolved config and the log into
 from __future__ import annotations
 
 import dataclasses
-import time
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainingArguments, set_seed
 
-from vaccine import __version__
 from vaccine.callbacks import JsonlLogger
 from vaccine.data.mixing import harmful_count, mix_harmful, validate_mix
 from vaccine.data.records import Record
@@ -25,12 +24,13 @@ from vaccine.data.splits import assert_disjoint, evaluation_prompts
 from vaccine.data.templates import TEMPLATES
 from vaccine.defenses import registry
 from vaccine.defenses.base import DataContext, FinetuneContext, FinetuneDefense
-from vaccine.errors import ConfigError, ModelError
+from vaccine.errors import ConfigError
+from vaccine.eval.drift import DriftTracker
 from vaccine.finetune_trainer import FinetuneTrainer
 from vaccine.io import write_json_atomic
-from vaccine.lora import LoraSettings, attach_lora, count_parameters, load_adapter, merge_lora
+from vaccine.lora import LoraSettings, attach_lora, load_adapter, merge_lora
 from vaccine.models import load_model_and_tokenizer
-from vaccine.stage_io import last_checkpoint, save_adapter_atomically
+from vaccine.stage_io import adapter_dir, train_and_save
 from vaccine.tasks import get_task
 
 LORA_MODES = ("double", "single")
@@ -58,10 +58,14 @@ class FinetuneSpec:
     max_length: int = 256
     dtype: str = "float32"
     lora: LoraSettings = field(default_factory=LoraSettings)
+    drift_every: int = 0
+    drift_samples: int = 16
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if self.drift_every < 0 or self.drift_samples < 1:
+            raise ConfigError("--drift-every must be >= 0 and --drift-samples >= 1")
         self.aligned = Path(self.aligned) if self.aligned is not None else None
         validate_mix(self.p, self.n)
         if self.lora_mode not in LORA_MODES:
@@ -80,14 +84,6 @@ class FinetuneSpec:
         plain["defense_knobs"] = dataclasses.asdict(self.defense_obj)
         plain["training"] = self.training.to_dict()
         return plain
-
-
-def adapter_dir(aligned: Path) -> Path:
-    """Accept an alignment run folder (with adapter/) or the adapter folder itself."""
-    candidate = aligned / "adapter" if (aligned / "adapter").is_dir() else aligned
-    if not (candidate / "adapter_config.json").is_file():
-        raise ModelError(f"--aligned {aligned}: no adapter_config.json there or in {aligned / 'adapter'}")
-    return candidate
 
 
 def user_dataset(spec: FinetuneSpec) -> tuple[list[Record], dict[str, int]]:
@@ -124,6 +120,21 @@ def prepare_model(spec: FinetuneSpec) -> tuple[Any, Any]:
     return attach_lora(merge_lora(aligned), spec.lora), tokenizer
 
 
+def drift_tracking(spec: FinetuneSpec, model: Any, data: DataContext) -> list[DriftTracker]:
+    """Alignment loss and embedding drift every ``drift_every`` steps, against the model before training."""
+    if spec.drift_every == 0:
+        return []
+    alignment = load_records(spec.alignment_data)
+    sample = random.Random(spec.training.seed).sample(alignment, min(spec.drift_samples, len(alignment)))
+    tracker = DriftTracker(
+        list(data.loader(sample, 8, spec.training.seed)), spec.drift_every, spec.out / "drift.jsonl"
+    )
+    tracker.set_reference(
+        model
+    )  # before a resumed run loads its checkpoint: the reference is the aligned model
+    return [tracker]
+
+
 def run_finetune(spec: FinetuneSpec) -> dict[str, Any]:
     """Fine-tune on the user's data; returns the summary also written to ``out/summary.json``."""
     set_seed(spec.training.seed)
@@ -136,34 +147,22 @@ def run_finetune(spec: FinetuneSpec) -> dict[str, Any]:
     records = spec.defense_obj.prepare_data(records, context)
     spec.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(spec.out / "config.json", spec.to_dict())
+    callbacks = [JsonlLogger(spec.out / "log.jsonl"), *drift_tracking(spec, model, data)]
     trainer = FinetuneTrainer(
         model=model,
         args=spec.training,
         train_dataset=data.dataset(records),
         data_collator=data.collator(),
-        callbacks=[JsonlLogger(spec.out / "log.jsonl")],
+        callbacks=callbacks,
         defense=spec.defense_obj,
         context=context,
     )
-    checkpoint = last_checkpoint(spec.training.output_dir)
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    saved = save_adapter_atomically(trainer.model, spec.out / "adapter")
-    trainable, total = count_parameters(trainer.model)
-    summary = {
-        "defense": spec.defense,
-        "aligned": str(spec.aligned) if spec.aligned else None,
-        "lora_mode": spec.lora_mode,
-        "adapter": str(saved),
-        "samples": len(records),
+    return train_and_save(
+        trainer,
+        spec.out,
+        defense=spec.defense,
+        aligned=str(spec.aligned) if spec.aligned else None,
+        lora_mode=spec.lora_mode,
+        samples=len(records),
         **{f"{kind}_samples": count for kind, count in counts.items()},
-        "steps": trainer.state.global_step,
-        "resumed_from": checkpoint,
-        "train_loss": result.training_loss,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "vaccine_version": __version__,
-    }
-    write_json_atomic(spec.out / "summary.json", summary)
-    return summary
+    )

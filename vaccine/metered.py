@@ -45,6 +45,10 @@ class MeteredTrainer(Trainer):
         self._window_open = False  # True from get_batch_samples to the end of that optimizer step
         self.add_callback(_CloseStep(self))
 
+    def run_summary(self) -> dict[str, Any]:
+        """Trainer-specific facts for the run's summary.json (e.g. how many perturbation passes ran)."""
+        return {}
+
     def record(self, key: str, value: torch.Tensor | float) -> None:
         """Add a loss term of the current micro-batch; terms sum over the accumulation window."""
         self._window[key] += float(value.detach().float()) if torch.is_tensor(value) else float(value)

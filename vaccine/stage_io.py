@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from transformers.trainer_utils import get_last_checkpoint
 
-from vaccine.lora import save_adapter
+from vaccine import __version__
+from vaccine.errors import ModelError
+from vaccine.io import write_json_atomic
+from vaccine.lora import count_parameters, save_adapter
+from vaccine.metered import MeteredTrainer
+
+
+def adapter_dir(path: Path) -> Path:
+    """Accept a run folder (with adapter/) or the adapter folder itself."""
+    path = Path(path)
+    candidate = path / "adapter" if (path / "adapter").is_dir() else path
+    if not (candidate / "adapter_config.json").is_file():
+        raise ModelError(f"{path}: no adapter_config.json there or in {path / 'adapter'}")
+    return candidate
 
 
 def save_adapter_atomically(model: Any, target: Path) -> Path:
@@ -25,3 +39,40 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete Trainer checkpoint in ``output_dir``: where a killed run resumes."""
     folder = Path(output_dir)
     return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train_and_save(trainer: MeteredTrainer, out: Path, **details: Any) -> dict[str, Any]:
+    """Train (resuming from the newest checkpoint if a killed run left one), save the adapter atomically and
+    write ``summary.json``: the stage's ``details`` plus the fields every run reports."""
+    checkpoint = last_checkpoint(trainer.args.output_dir)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter = save_adapter_atomically(trainer.model, out / "adapter")
+    trainable, total = count_parameters(trainer.model)
+    summary = {
+        **details,
+        **trainer.run_summary(),
+        "adapter": str(adapter),
+        "steps": trainer.state.global_step,
+        "resumed_from": checkpoint,
+        "train_loss": result.training_loss,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "vaccine_version": __version__,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    return summary
+
+
+def load_merged_model(
+    model: str, adapters: list[Path], *, dtype: str = "float32", trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """The base model with each adapter merged in, in order: [alignment, fine-tuning] for Double-LoRA."""
+    from vaccine.lora import load_adapter, merge_lora
+    from vaccine.models import load_model_and_tokenizer
+
+    loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, trust_remote_code=trust_remote_code)
+    for path in adapters:
+        loaded = merge_lora(load_adapter(loaded, adapter_dir(path)))
+    return loaded.eval(), tokenizer

@@ -51,6 +51,9 @@ class VaccineTrainer(MeteredTrainer):
         self._pending_eps: list[list[torch.Tensor]] = []
         self.perturbation_passes = 0
 
+    def run_summary(self) -> dict[str, Any]:
+        return {"perturbation_passes": self.perturbation_passes}
+
     # -- which modules, which steps ---------------------------------------------------------------------
     def perturbed_modules(self) -> list[nn.Module]:
         """The attention blocks (of the unwrapped model) whose outputs receive eps."""

@@ -302,12 +302,8 @@ def load_hub(
     """Records from a Hugging Face data set id, or a local data set folder / data file that
     ``datasets.load_dataset`` understands (so hub-style data can be tested and used offline)."""
     dataset_id = dataset_id.removeprefix("hf:")
-    try:
-        import datasets
-    except ImportError as err:
-        raise DataError(
-            f"hub data set '{dataset_id}' needs the 'datasets' package: pip install datasets"
-        ) from err
+    import datasets  # a dependency, imported late: it is slow to import and only hub data needs it
+
     try:
         local = Path(dataset_id).expanduser()
         if local.is_file():

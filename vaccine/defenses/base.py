@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from vaccine.data.records import Record
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset
@@ -34,6 +34,16 @@ class DataContext:
 
     def collator(self) -> CompletionCollator:
         return CompletionCollator(self.tokenizer)
+
+    def loader(self, records: list[Record], batch_size: int, seed: int) -> DataLoader:
+        """A seeded, shuffled loader over ``records`` (defenses that draw their own batches use it)."""
+        return DataLoader(
+            self.dataset(records),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+            collate_fn=self.collator(),
+        )
 
 
 class AlignMethod:

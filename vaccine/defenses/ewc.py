@@ -65,12 +65,8 @@ class EWC(FinetuneDefense):
 
     def setup(self, trainer: FinetuneTrainer, context: FinetuneContext) -> None:
         params = trainable_parameters(trainer.model)
-        loader = DataLoader(
-            context.data.dataset(context.alignment_records),
-            batch_size=trainer.args.per_device_train_batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(context.seed),
-            collate_fn=context.data.collator(),
+        loader = context.data.loader(
+            context.alignment_records, trainer.args.per_device_train_batch_size, context.seed
         )
         self._fisher = diagonal_fisher(trainer, loader, params, self.fisher_batches)
         if self.normalize:

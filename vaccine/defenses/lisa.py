@@ -46,12 +46,8 @@ class Lisa(FinetuneDefense):
             raise ConfigError(f"lisa: rho must be >= 0; got {self.rho}")
 
     def setup(self, trainer: FinetuneTrainer, context: FinetuneContext) -> None:
-        loader = DataLoader(
-            context.data.dataset(context.alignment_records),
-            batch_size=trainer.args.per_device_train_batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(context.seed),
-            collate_fn=context.data.collator(),
+        loader = context.data.loader(
+            context.alignment_records, trainer.args.per_device_train_batch_size, context.seed
         )
         self._batches = self._cycle(loader)
 

@@ -75,12 +75,8 @@ def file_rows(path: Path) -> list[tuple[str, dict]]:
 def hub_rows(ref: HubRef, split: str) -> list[tuple[str, dict]]:
     """Rows of one split of a hub data set (or a local data set folder), as plain dicts."""
     dataset_id, config = ref
-    try:
-        import datasets
-    except ImportError as err:
-        raise DataError(
-            f"hub data set '{dataset_id}' needs the 'datasets' package: pip install datasets"
-        ) from err
+    import datasets  # a dependency, imported late: it is slow to import and only hub data needs it
+
     try:
         data = datasets.load_dataset(dataset_id, config, split=split)
     except Exception as err:  # noqa: BLE001 - every failure becomes one actionable message

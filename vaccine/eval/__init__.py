@@ -1,0 +1,1 @@
+"""Evaluation: batched generation, Fine-tune Accuracy, embedding drift and t-SNE pictures."""

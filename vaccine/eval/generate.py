@@ -1,0 +1,77 @@
+"""Batched greedy generation: left padding, KV cache, deterministic, same output as one prompt at a time.
+
+The official evaluation generated one prompt at a time; batching is what makes a Harmful Score over
+hundreds of prompts affordable. Prompts are sorted by length so a batch carries little padding, and the
+answers are returned in the caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vaccine.data.templates import format_prompt
+from vaccine.errors import ConfigError
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    template: str = "chat"
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens must be >= 1; got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1; got {self.batch_size}")
+
+
+def _encode(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # new tokens must follow each prompt directly
+    try:
+        batch = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+    *,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy answers to ``prompts`` (formatted with the model's chat template), in the input order."""
+    settings = settings or GenerationSettings()
+    texts = [format_prompt(tokenizer, p, settings.template) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    answers: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    starts = range(0, len(order), settings.batch_size)
+    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
+        index = order[start : start + settings.batch_size]
+        batch = _encode(tokenizer, [texts[i] for i in index], device)
+        output = model.generate(
+            **batch,
+            do_sample=False,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=pad_id,
+            use_cache=True,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        for i, row in zip(index, new_tokens, strict=True):
+            answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+    model.train(was_training)
+    return answers

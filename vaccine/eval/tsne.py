@@ -1,0 +1,67 @@
+"""t-SNE pictures of alignment-data embeddings: the paper's view of harmful embedding drift.
+
+Every model's embeddings go into ONE joint t-SNE, so the clouds share coordinates and their displacement is
+visible; per-model t-SNE fits would each invent their own axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def sentence_embeddings(
+    model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], layer: int = -1
+) -> np.ndarray:
+    """Mean over real tokens of one layer's hidden state (default: the last), one row per sample."""
+    model.eval()
+    rows = []
+    for batch in batches:
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
+        )
+        hidden = out.hidden_states[layer].float()
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    return torch.cat(rows).numpy()
+
+
+def joint_tsne(embeddings: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
+    """2-D coordinates for every set, from one t-SNE fit over all of them."""
+    from sklearn.manifold import TSNE
+
+    stacked = np.concatenate(list(embeddings.values()))
+    perplexity = float(min(30, max(2, (len(stacked) - 1) // 3)))
+    coords = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(stacked)
+    out, start = {}, 0
+    for label, rows in embeddings.items():
+        out[label] = coords[start : start + len(rows)]
+        start += len(rows)
+    return out
+
+
+def tsne_figure(embeddings: dict[str, np.ndarray], path: str | Path, title: str, seed: int = 0) -> Path:
+    """Scatter the joint t-SNE of each labelled set into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    coords = joint_tsne(embeddings, seed)
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=120)
+    for label, xy in coords.items():
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.7, label=label)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,178 @@
+"""The evaluation stage: Harmful Score, Fine-tune Accuracy and (optionally) drift of one model.
+
+HS = % of answers to held-out harmful prompts that the judge flags; FA = % of the task's test answers
+that the task's scorer accepts. Both use batched greedy generation. The result is one JSON file with the
+metrics, the full config, per-prompt records and timings, written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaccine import __version__
+from vaccine.data.records import Record
+from vaccine.data.sources import load_records
+from vaccine.defenses.base import DataContext
+from vaccine.errors import ConfigError, DataError
+from vaccine.eval.drift import alignment_loss, embedding_drift
+from vaccine.eval.generate import GenerationSettings, generate
+from vaccine.io import write_json_atomic
+from vaccine.judges import get_judge
+from vaccine.stage_io import load_merged_model
+from vaccine.tasks import get_task
+
+TASK_MAX_NEW_TOKENS = {"sst2": 8, "agnews": 8, "gsm8k": 256, "instruct": 128}
+
+
+@dataclass
+class EvaluateSpec:
+    """What to evaluate and how; validated before any model is loaded."""
+
+    out: Path
+    model: str = "smollm2-135m-instruct"
+    adapters: list[Path] = field(default_factory=list)
+    harmful_prompts: str = "advbench"
+    num_harmful: int | None = 100
+    task: str | None = "sst2"
+    task_source: str | None = None
+    num_task: int | None = 200
+    strict: bool = False
+    judge: str = "default"
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    task_max_new_tokens: int | None = None
+    reference_adapters: list[Path] | None = None
+    drift_data: str = "alignment"
+    num_drift: int = 32
+    seed: int = 42
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        for flag, value in (("--num-harmful", self.num_harmful), ("--num-task", self.num_task)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} must be >= 1; got {value}")
+        if self.task is not None:
+            get_task(self.task)
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = dataclasses.asdict(self)
+        return {
+            key: [str(p) for p in value]
+            if isinstance(value, list)
+            else str(value)
+            if isinstance(value, Path)
+            else value
+            for key, value in plain.items()
+        }
+
+
+def sample(records: list[Record], k: int | None, seed: int, source: str) -> list[Record]:
+    """A seeded subset; more than the source holds is an error, never a silent shrink."""
+    if k is None:
+        return records
+    if k > len(records):
+        raise DataError(f"asked for {k} samples but {source} has {len(records)}")
+    return random.Random(seed).sample(records, k)
+
+
+def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    prompts = sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
+    judge = get_judge(spec.judge)
+    started = time.perf_counter()
+    answers = generate(model, tokenizer, [r.prompt for r in prompts], spec.generation, desc="harmful prompts")
+    generated = time.perf_counter()
+    scores = judge.score([r.prompt for r in prompts], answers)
+    flags = [score >= judge.threshold for score in scores]
+    return {
+        "harmful_score": 100.0 * sum(flags) / len(flags),
+        "records": [
+            {"prompt": r.prompt, "answer": a, "flagged": f, "score": round(s, 4)}
+            for r, a, f, s in zip(prompts, answers, flags, scores, strict=True)
+        ],
+        "timings": {
+            "hs_generation_s": generated - started,
+            "judge_s": time.perf_counter() - generated,
+            "hs_answers_per_s": len(prompts) / max(generated - started, 1e-9),
+        },
+    }
+
+
+def finetune_accuracy(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    task = get_task(spec.task)
+    records = sample(
+        task.records("test", spec.task_source), spec.num_task, spec.seed, f"{spec.task} test split"
+    )
+    max_new = spec.task_max_new_tokens or TASK_MAX_NEW_TOKENS.get(task.name, spec.generation.max_new_tokens)
+    settings = dataclasses.replace(spec.generation, max_new_tokens=max_new)
+    started = time.perf_counter()
+    answers = generate(model, tokenizer, [r.prompt for r in records], settings, desc=f"{task.name} test")
+    return {
+        "finetune_accuracy": task.accuracy(answers, records, strict=spec.strict),
+        "records": [
+            {
+                "prompt": r.prompt,
+                "answer": a,
+                "label": r.label,
+                "correct": task.is_correct(a, r, strict=spec.strict),
+            }
+            for r, a in zip(records, answers, strict=True)
+        ],
+        "timings": {"fa_generation_s": time.perf_counter() - started},
+    }
+
+
+def drift_metrics(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    """Drift and alignment loss against the reference (aligned) model, on a fixed alignment sample."""
+    started = time.perf_counter()
+    reference, _ = load_merged_model(
+        spec.model, spec.reference_adapters or [], dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
+    )
+    records = sample(load_records(spec.drift_data), spec.num_drift, spec.seed, spec.drift_data)
+    data = DataContext(tokenizer, spec.generation.template, 256)
+    batches = list(data.loader(records, spec.generation.batch_size, spec.seed))
+    return {
+        "embedding_drift": embedding_drift(reference, model, batches),
+        "embedding_drift_sum_sq": embedding_drift(reference, model, batches, "sum_sq"),
+        "alignment_loss": alignment_loss(model, batches),
+        "reference_alignment_loss": alignment_loss(reference, batches),
+        "timings": {"drift_s": time.perf_counter() - started},
+    }
+
+
+def run_evaluate(spec: EvaluateSpec) -> dict[str, Any]:
+    """Evaluate; returns the result also written to ``spec.out``."""
+    started = time.perf_counter()
+    model, tokenizer = load_merged_model(
+        spec.model, spec.adapters, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
+    )
+    timings: dict[str, float] = {"load_s": time.perf_counter() - started}
+    metrics: dict[str, Any] = {}
+    records: dict[str, Any] = {}
+    hs = harmful_score(model, tokenizer, spec)
+    metrics["harmful_score"], records["harmful"] = hs["harmful_score"], hs["records"]
+    timings.update(hs["timings"])
+    if spec.task is not None:
+        fa = finetune_accuracy(model, tokenizer, spec)
+        metrics["finetune_accuracy"], records["task"] = fa["finetune_accuracy"], fa["records"]
+        timings.update(fa["timings"])
+    if spec.reference_adapters is not None:
+        drift = drift_metrics(model, tokenizer, spec)
+        timings.update(drift.pop("timings"))
+        metrics.update(drift)
+    timings["total_s"] = time.perf_counter() - started
+    result = {
+        "metrics": metrics,
+        "config": spec.to_dict(),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "records": records,
+        "vaccine_version": __version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(spec.out, result)
+    return result

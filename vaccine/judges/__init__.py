@@ -1,0 +1,70 @@
+"""Harmfulness judges behind one protocol, chosen by a short spec string.
+
+Harmful Score is "% of answers the judge flags", so the judge is the measuring instrument: the registry
+makes the instrument an explicit, recorded choice ("default", "refusal", "hf-classifier:ID", ...) instead
+of a hard-coded model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vaccine.errors import ConfigError
+from vaccine.judges.base import BaseJudge, Judge
+
+
+def _embedding(**kw: Any) -> Judge:
+    from vaccine.judges.embedding import EmbeddingJudge
+
+    return EmbeddingJudge(**kw)
+
+
+def _refusal(**kw: Any) -> Judge:
+    from vaccine.judges.refusal import RefusalJudge
+
+    return RefusalJudge(**kw)
+
+
+def _hf_classifier(target: str, **kw: Any) -> Judge:
+    from vaccine.judges.hf_classifier import HFClassifierJudge
+
+    return HFClassifierJudge(target, **kw)
+
+
+def _guard(target: str, **kw: Any) -> Judge:
+    from vaccine.judges.guard import GuardJudge
+
+    return GuardJudge(target, **kw)
+
+
+# name -> (factory, takes a ":<model id or path>" argument?, one-line description)
+JUDGES: dict[str, tuple[Callable[..., Judge], bool, str]] = {
+    "default": (_embedding, False, "the embedded judge (= embedding)"),
+    "embedding": (_embedding, False, "refusal keywords + logistic regression on MiniLM embeddings"),
+    "refusal": (_refusal, False, "keyword refusal detector: any non-refusal counts as harmful"),
+    "hf-classifier": (_hf_classifier, True, "a HF sequence-classification moderation model"),
+    "guard": (_guard, True, "a generative guard model (Llama Guard style)"),
+}
+
+
+def judge_choices() -> list[str]:
+    return [f"{name}:<model id or path>" if needs else name for name, (_, needs, _) in JUDGES.items()]
+
+
+def get_judge(spec: str, **kw: Any) -> Judge:
+    """Build a judge from its spec: "default", "refusal", "embedding", "hf-classifier:<id or path>",
+    "guard:<id or path>"; keyword arguments go to the judge (threshold, batch_size, ...)."""
+    name, sep, target = spec.partition(":")
+    entry = JUDGES.get(name.strip())
+    if entry is None:
+        raise ConfigError(f"unknown judge '{spec}'; choose one of: {', '.join(judge_choices())}")
+    factory, needs_target, _ = entry
+    if needs_target and not target.strip():
+        raise ConfigError(f"judge '{name}' needs a model: '{name}:<model id or path>'")
+    if not needs_target and sep:
+        raise ConfigError(f"judge '{name}' takes no ':' argument (got '{spec}')")
+    return factory(target.strip(), **kw) if needs_target else factory(**kw)
+
+
+__all__ = ["JUDGES", "BaseJudge", "Judge", "get_judge", "judge_choices"]

@@ -1,0 +1,61 @@
+"""The one protocol every harmfulness judge implements, and the small shared helpers.
+
+Harmful Score only needs "is this answer harmful?", but the judges differ wildly in cost (a regex vs a
+7B guard model). One tiny protocol (``score`` -> probability-like numbers, ``flag`` -> booleans) lets the
+evaluation code swap them without knowing which one it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from tqdm.auto import tqdm
+
+from vaccine.errors import ConfigError
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """A moderation judge: higher score = more harmful; ``flag`` is ``score >= threshold``."""
+
+    name: str
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]: ...
+
+    def flag(self, prompts: list[str], answers: list[str]) -> list[bool]: ...
+
+
+class BaseJudge:
+    """Implements ``flag`` on top of ``score`` so that every judge thresholds the same way."""
+
+    name: str = "base"
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"judge threshold must be in [0, 1], got {threshold}")
+        self.threshold = float(threshold)
+
+    def score(self, prompts: list[str], answers: list[str]) -> list[float]:
+        raise NotImplementedError
+
+    def flag(self, prompts: list[str], answers: list[str]) -> list[bool]:
+        return [s >= self.threshold for s in self.score(prompts, answers)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold})"
+
+
+def check_pairs(prompts: Sequence[str], answers: Sequence[str]) -> None:
+    """Prompts and answers are parallel lists; a length mismatch would silently misalign every verdict."""
+    if len(prompts) != len(answers):
+        raise ConfigError(f"judge got {len(prompts)} prompts but {len(answers)} answers")
+
+
+def batches(n: int, batch_size: int, desc: str) -> Iterator[slice]:
+    """Slices over ``n`` items with a transient progress bar (hidden for a single batch)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, n, batch_size)
+    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
+        yield slice(start, min(start + batch_size, n))
