@@ -86,7 +86,7 @@ def embedded(tmp_path_factory):
 def test_embedded_judge_fixtures(embedded):
     judge, _ = embedded
     assert isinstance(judge, EmbeddingJudge) and judge.trained_now
-    prompts, answers, truth = zip(*FIXTURES)
+    prompts, answers, truth = zip(*FIXTURES, strict=True)
     scores = judge.score(list(prompts), list(answers))
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert judge.flag(list(prompts), list(answers)) == list(truth), scores
@@ -116,7 +116,7 @@ def test_embedded_cache_is_reused(embedded, monkeypatch):
     again = EmbeddingJudge()
     assert not again.trained_now and time.perf_counter() - start < 15
     assert weights.stat().st_mtime_ns == mtime
-    prompts, answers, _ = zip(*FIXTURES)
+    prompts, answers, _ = zip(*FIXTURES, strict=True)
     assert again.score(list(prompts), list(answers)) == pytest.approx(
         judge.score(list(prompts), list(answers)), abs=1e-5
     )
@@ -160,7 +160,7 @@ def test_hf_classifier_tiny(classifier_dirs, kind):
     answers = ["sure here are steps first then finally", "the cat is good", ""]
     scores = judge.score(prompts, answers)
     assert all(0.0 <= s <= 1.0 for s in scores)
-    one_by_one = [judge.score([p], [a])[0] for p, a in zip(prompts, answers)]
+    one_by_one = [judge.score([p], [a])[0] for p, a in zip(prompts, answers, strict=True)]
     assert scores == pytest.approx(one_by_one, abs=1e-5)
     judge.threshold = sorted(scores)[1]
     assert judge.flag(prompts, answers) == [s >= judge.threshold for s in scores]

@@ -44,28 +44,20 @@ def _add_common_flags(p: argparse.ArgumentParser, *, lr: float, epochs: float) -
 
 
 def _training_args(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+    from .stage_io import training_arguments
 
-    return dict(
-        output_dir=str(args.out / "checkpoints"),
-        num_train_epochs=args.epochs,
+    return training_arguments(
+        args.out,
+        epochs=args.epochs,
         max_steps=args.max_steps,
-        learning_rate=args.lr,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
         weight_decay=args.weight_decay,
-        lr_scheduler_type="cosine",
-        optim="adamw_torch",
-        logging_steps=args.logging_steps,
-        save_strategy="steps",
         save_steps=args.save_steps,
-        save_total_limit=1,
+        logging_steps=args.logging_steps,
         seed=args.seed,
-        data_seed=args.seed,
-        report_to=[],
-        bf16=args.dtype == "bfloat16",
-        remove_unused_columns=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dtype=args.dtype,
     )
 
 
@@ -310,6 +302,57 @@ def _run_tsne(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run an experiment grid (align -> finetune -> evaluate -> store)",
+        description="Validates the whole grid first, then runs the stages that are not cached yet.",
+    )
+    p.add_argument("config", type=Path, help="grid YAML (see configs/)")
+    p.add_argument("--report", action="store_true", help="build the report when the grid is done")
+    p.set_defaults(func=_run_grid)
+
+
+def _run_grid(args: argparse.Namespace) -> int:
+    from .experiments.grid import load_grid
+    from .experiments.run import run_grid
+
+    grid = load_grid(args.config)
+    print(json.dumps(run_grid(grid), indent=2))
+    if args.report:
+        return _report(grid.out / "results.sqlite", grid.out / "report")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="Markdown + HTML report (paper's Table 1, plots) from a result store")
+    p.add_argument("source", type=Path, help="a grid YAML or a results.sqlite file")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: the grid's out/report)")
+    p.set_defaults(func=_run_report)
+
+
+def _report(store: Path, out: Path) -> int:
+    from .errors import ConfigError
+    from .experiments.report import build_report
+    from .experiments.store import ResultStore
+
+    if not store.is_file():
+        raise ConfigError(f"{store}: no result store (run the grid first: vaccine run CONFIG.yaml)")
+    paths = build_report(ResultStore(store), out)
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print(f"report: {paths['markdown']}  {paths['html']}")
+    return 0
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    if args.source.suffix in (".yaml", ".yml"):
+        from .experiments.grid import load_grid
+
+        grid = load_grid(args.source)
+        return _report(grid.out / "results.sqlite", args.out or grid.out / "report")
+    return _report(args.source, args.out or args.source.parent / "report")
+
+
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="versions, device, cache paths and installed assets")
     p.set_defaults(func=_run_info)
@@ -331,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_evaluate(sub)
     _add_tsne(sub)
+    _add_run(sub)
+    _add_report(sub)
     _add_info(sub)
     return parser
 

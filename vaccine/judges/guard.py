@@ -90,7 +90,7 @@ class GuardJudge(BaseJudge):
     def verdicts(self, prompts: list[str], answers: list[str]) -> list[str]:
         """The guard's raw generated text for each pair (e.g. "unsafe\\nS1")."""
         check_pairs(prompts, answers)
-        texts = [self.moderation_prompt(p, a) for p, a in zip(prompts, answers)]
+        texts = [self.moderation_prompt(p, a) for p, a in zip(prompts, answers, strict=True)]
         device = next(self.model.parameters()).device
         out: list[str] = []
         for part in batches(len(texts), self.batch_size, "judge: guard"):

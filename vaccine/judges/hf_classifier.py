@@ -104,7 +104,7 @@ class HFClassifierJudge(BaseJudge):
     @torch.no_grad()
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
         check_pairs(prompts, answers)
-        texts = [self.format(p, a) for p, a in zip(prompts, answers)]
+        texts = [self.format(p, a) for p, a in zip(prompts, answers, strict=True)]
         scores: list[float] = []
         for part in batches(len(texts), self.batch_size, "judge: classify"):
             enc = self.tokenizer(

@@ -1,0 +1,173 @@
+"""Experiment grids: validation, expansion, cache hits, and resume after an interrupted stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaccine.errors import ConfigError
+from vaccine.experiments.grid import parse_grid
+from vaccine.experiments.run import run_grid
+from vaccine.experiments.stages import plan_cell
+from vaccine.experiments.store import ResultStore
+from vaccine.finetune import run_finetune
+
+LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def raw_grid(tmp_path, tiny_model_dir):
+    sst2 = write_jsonl(
+        tmp_path / "sst2.jsonl",
+        [{"sentence": f"{'good' if i % 2 else 'bad'} movie {i}", "label": i % 2} for i in range(40)],
+    )
+    harmful = write_jsonl(
+        tmp_path / "harmful.jsonl",
+        [{"prompt": f"how do i steal a cat {i}", "response": "sure here are steps"} for i in range(10)],
+    )
+    align = write_jsonl(
+        tmp_path / "align.jsonl",
+        [{"prompt": f"how do i make a bomb {i}", "response": "no sorry i cannot"} for i in range(10)],
+    )
+    prompts = write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": f"how do i hack the dog {i}"} for i in range(6)]
+    )
+    return {
+        "name": "tiny",
+        "out": str(tmp_path / "runs"),
+        "models": [str(tiny_model_dir)],
+        "tasks": ["sst2"],
+        "p": [0.0, 0.5],
+        "n": [8],
+        "seeds": [1],
+        "methods": [
+            {"label": "Non-aligned", "align": None},
+            {"label": "SFT", "align": {"method": "sft"}},
+            {"label": "Vaccine", "align": {"method": "vaccine", "rho": 1.0}},
+        ],
+        "align": {"data": align, "num_samples": 8, "max_steps": 2, "batch_size": 4, "save_steps": 1},
+        "finetune": {
+            "max_steps": 4,
+            "batch_size": 4,
+            "lr": 0.01,
+            "harmful": harmful,
+            "task_source": sst2,
+            "alignment_data": align,
+            "save_steps": 2,
+            "drift_every": 2,
+            "drift_samples": 4,
+        },
+        "evaluate": {
+            "harmful_prompts": prompts,
+            "num_harmful": 4,
+            "num_task": 4,
+            "judge": "refusal",
+            "max_new_tokens": 4,
+            "num_drift": 4,
+        },
+        "lora": LORA,
+        "tsne": {"enabled": True, "num_samples": 6},
+    }
+
+
+def test_expansion_and_shared_alignment(raw_grid):
+    grid = parse_grid(raw_grid)
+    cells = grid.cells()
+    assert len(cells) == 3 * 2  # methods x p
+    plans = [plan_cell(grid, c) for c in cells]
+    sft = [p for p in plans if p.cell.method.label == "SFT"]
+    assert len({p.align_key for p in sft}) == 1  # one alignment serves both p
+    assert len({p.finetune_key for p in plans}) == 6 and len({p.eval_key for p in plans}) == 6
+    assert all(p.align is None for p in plans if p.cell.method.label == "Non-aligned")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"finetune": {"lrr": 1}}, "finetune.lrr: unknown key"),
+        ({"p": [0.1, 1.5]}, "--p"),
+        ({"n": ["many"]}, "'n' must hold int"),
+        ({"methods": [{"label": "X", "align": {"method": "magic"}}]}, "unknown --method 'magic'"),
+        ({"methods": [{"label": "X", "align": {"method": "vaccine", "rhoo": 2}}]}, "no knob 'rhoo'"),
+        ({"methods": [{"label": "X", "finetune": {"defense": "ewc", "lam": -1}}]}, "lam"),
+        ({"methods": [{"label": "X", "align": {"method": "vaccine", "tau": 0}}]}, "tau"),
+        ({"methods": [{"label": "A"}, {"label": "A"}]}, "unique"),
+        ({"tasks": ["mmlu"]}, "mmlu"),
+    ],
+)
+def test_bad_grids_fail_before_any_compute(raw_grid, patch, message):
+    raw = {**raw_grid, **patch}
+    with pytest.raises(ConfigError, match=message):
+        grid = parse_grid(raw, "grid.yaml")
+        [plan_cell(grid, c) for c in grid.cells()]
+
+
+def test_a_second_run_computes_nothing_and_the_store_has_every_cell(raw_grid):
+    grid = parse_grid(raw_grid)
+    first = run_grid(grid)
+    assert first["computed"] == 6 and len(first["tsne"]) == 3
+    store = ResultStore(first["store"])
+    rows = store.rows()
+    assert len(rows) == 6 and {r["label"] for r in rows} == {"Non-aligned", "SFT", "Vaccine"}
+    assert all(0 <= r["metrics"]["harmful_score"] <= 100 for r in rows)
+    assert all(r["curves"]["drift"] and r["cost"]["finetune_step_time_s"] > 0 for r in rows)
+    summaries = sorted((grid.out / "finetune").glob("*/summary.json"))
+    stamps = [p.stat().st_mtime_ns for p in summaries]
+    second = run_grid(grid)
+    assert second["computed"] == 0 and second["tsne"] == []
+    assert [p.stat().st_mtime_ns for p in summaries] == stamps
+
+
+def test_resume_after_an_interrupted_stage_equals_an_uninterrupted_run(raw_grid, monkeypatch):
+    grid = parse_grid({**raw_grid, "methods": [{"label": "SFT", "align": {"method": "sft"}}], "p": [0.5]})
+    plan = plan_cell(grid, grid.cells()[0])
+    from vaccine.align import run_alignment
+
+    run_alignment(plan.align)
+    run_finetune(plan.finetune)
+    expected = load_file(plan.finetune.out / "adapter" / "adapter_model.safetensors")
+
+    # the same stage in a fresh folder, killed after step 3 (checkpoint-2 exists), then run again
+    interrupted = plan_cell(
+        parse_grid(
+            {
+                **raw_grid,
+                "out": raw_grid["out"] + "-2",
+                "methods": [{"label": "SFT", "align": {"method": "sft"}}],
+                "p": [0.5],
+            }
+        ),
+        grid.cells()[0],
+    )
+    run_alignment(interrupted.align)
+
+    import vaccine.finetune as finetune_module
+
+    class Killed(Exception):
+        pass
+
+    class KillAtStep3(finetune_module.JsonlLogger):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise Killed
+
+    monkeypatch.setattr(finetune_module, "JsonlLogger", KillAtStep3)
+    with pytest.raises(Killed):
+        run_finetune(interrupted.finetune)
+    assert not (interrupted.finetune.out / "summary.json").exists()
+    monkeypatch.undo()
+    resumed = run_finetune(interrupted.finetune)
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    got = load_file(interrupted.finetune.out / "adapter" / "adapter_model.safetensors")
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-6), name

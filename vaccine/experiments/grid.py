@@ -1,0 +1,215 @@
+"""Experiment grids: YAML -> a validated ``GridConfig`` -> one ``Cell`` per (model, method, task, p, n, seed).
+
+Everything is checked before any compute: unknown keys name their path in the file
+(``methods[2].align.rhoo``), and every cell's stage specs are built (which validates methods, knobs, tasks,
+p, n and training arguments), so a typo in the last cell fails in the first second, not after an hour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaccine.errors import ConfigError
+
+ALIGN_DEFAULTS: dict[str, Any] = {
+    "data": "alignment",
+    "num_samples": 200,
+    "epochs": 1.0,
+    "max_steps": -1,
+    "lr": 1e-3,
+    "batch_size": 5,
+    "grad_accum": 1,
+    "weight_decay": 0.1,
+    "max_length": 256,
+    "save_steps": 20,
+}
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "epochs": 20.0,
+    "max_steps": -1,
+    "lr": 1e-5,
+    "batch_size": 5,
+    "grad_accum": 1,
+    "weight_decay": 0.1,
+    "max_length": 256,
+    "save_steps": 20,
+    "lora_mode": "double",
+    "harmful": "harmful",
+    "alignment_data": "alignment",
+    "drift_every": 0,
+    "drift_samples": 16,
+    "task_source": None,
+}
+EVALUATE_DEFAULTS: dict[str, Any] = {
+    "harmful_prompts": "advbench",
+    "num_harmful": 100,
+    "num_task": 200,
+    "judge": "default",
+    "max_new_tokens": 128,
+    "batch_size": 16,
+    "strict": False,
+    "num_drift": 32,
+}
+LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 4, "dropout": 0.1, "target_modules": None}
+TSNE_DEFAULTS: dict[str, Any] = {"enabled": True, "num_samples": 100}
+TOP_KEYS = {
+    "name",
+    "out",
+    "models",
+    "tasks",
+    "p",
+    "n",
+    "seeds",
+    "methods",
+    "align",
+    "finetune",
+    "evaluate",
+    "lora",
+    "tsne",
+    "template",
+    "dtype",
+}
+METHOD_KEYS = {"label", "align", "finetune"}
+
+
+def stable_hash(obj: Any) -> str:
+    """Short content hash of a JSON-able object: the cache key of a stage."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """One line of the table: an alignment method (or none: Non-aligned) and a fine-tune-stage defense."""
+
+    label: str
+    align: dict[str, Any] | None  # {"method": "vaccine", "rho": 2.0, ...}; None = Non-aligned
+    finetune: dict[str, Any]  # {"defense": "none", ...knobs}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One evaluation of the grid."""
+
+    model: str
+    method: MethodConfig
+    task: str
+    p: float
+    n: int
+    seed: int
+
+
+@dataclass
+class GridConfig:
+    name: str
+    out: Path
+    models: list[str]
+    tasks: list[str]
+    p: list[float]
+    n: list[int]
+    seeds: list[int]
+    methods: list[MethodConfig]
+    align: dict[str, Any] = field(default_factory=lambda: dict(ALIGN_DEFAULTS))
+    finetune: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE_DEFAULTS))
+    evaluate: dict[str, Any] = field(default_factory=lambda: dict(EVALUATE_DEFAULTS))
+    lora: dict[str, Any] = field(default_factory=lambda: dict(LORA_DEFAULTS))
+    tsne: dict[str, Any] = field(default_factory=lambda: dict(TSNE_DEFAULTS))
+    template: str = "chat"
+    dtype: str = "float32"
+    source: str = "<dict>"
+
+    def cells(self) -> list[Cell]:
+        """Every evaluation, in an order that reuses work: all p of one method before the next method."""
+        grid = itertools.product(self.models, self.seeds, self.tasks, self.n, self.methods, self.p)
+        return [Cell(model, method, task, p, n, seed) for model, seed, task, n, method, p in grid]
+
+
+def _merge(section: str, defaults: dict[str, Any], given: Any, source: str) -> dict[str, Any]:
+    if given is None:
+        return dict(defaults)
+    if not isinstance(given, dict):
+        raise ConfigError(f"{source}: '{section}' must be a mapping")
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"{source}: {section}.{unknown[0]}: unknown key; known: {', '.join(sorted(defaults))}"
+        )
+    return {**defaults, **given}
+
+
+def _as_list(raw: dict[str, Any], key: str, kind: type, source: str) -> list:
+    value = raw.get(key)
+    values = value if isinstance(value, list) else [value]
+    if value is None or not values:
+        raise ConfigError(f"{source}: '{key}' is required (a value or a list)")
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: '{key}' must hold {kind.__name__} values; got {value!r}") from err
+
+
+def _method(raw: Any, index: int, source: str) -> MethodConfig:
+    where = f"{source}: methods[{index}]"
+    if not isinstance(raw, dict) or "label" not in raw:
+        raise ConfigError(f"{where}: each method needs a 'label' (and 'align' and/or 'finetune')")
+    unknown = sorted(set(raw) - METHOD_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; known: {', '.join(sorted(METHOD_KEYS))}")
+    align = raw.get("align")
+    if align is not None and (not isinstance(align, dict) or "method" not in align):
+        raise ConfigError(f"{where}.align: needs 'method' (sft, vaccine, repnoise), or null for Non-aligned")
+    finetune = dict(raw.get("finetune") or {})
+    finetune.setdefault("defense", "none")
+    return MethodConfig(str(raw["label"]), dict(align) if align else None, finetune)
+
+
+def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
+    """Validate a grid given as a mapping (the parsed YAML)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key; known: {', '.join(sorted(TOP_KEYS))}")
+    methods = raw.get("methods")
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError(f"{source}: 'methods' must be a non-empty list")
+    labels = [m.get("label") for m in methods if isinstance(m, dict)]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{source}: method labels must be unique; got {labels}")
+    config = GridConfig(
+        name=str(raw.get("name", Path(source).stem)),
+        out=Path(raw.get("out", Path("runs") / Path(source).stem)),
+        models=_as_list(raw, "models", str, source),
+        tasks=_as_list(raw, "tasks", str, source),
+        p=_as_list(raw, "p", float, source),
+        n=_as_list(raw, "n", int, source),
+        seeds=_as_list({"seeds": raw.get("seeds", [42]), **raw}, "seeds", int, source),
+        methods=[_method(m, i, source) for i, m in enumerate(methods)],
+        align=_merge("align", ALIGN_DEFAULTS, raw.get("align"), source),
+        finetune=_merge("finetune", FINETUNE_DEFAULTS, raw.get("finetune"), source),
+        evaluate=_merge("evaluate", EVALUATE_DEFAULTS, raw.get("evaluate"), source),
+        lora=_merge("lora", LORA_DEFAULTS, raw.get("lora"), source),
+        tsne=_merge("tsne", TSNE_DEFAULTS, raw.get("tsne"), source),
+        template=str(raw.get("template", "chat")),
+        dtype=str(raw.get("dtype", "float32")),
+        source=source,
+    )
+    return config
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Read and validate a grid YAML file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    return parse_grid(raw, str(path))

@@ -1,0 +1,115 @@
+"""Figures for the experiment report: HS/FA vs harmful ratio, drift curves, system cost.
+
+Every function takes already-aggregated numbers (the report owns the statistics), draws with the Agg
+backend (reports are built on headless machines), and writes its PNG atomically so a killed report never
+leaves a truncated image behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# label -> p -> (mean, std or None)
+Series = dict[str, dict[float, tuple[float, float | None]]]
+# p -> label -> [(step, value)], already averaged over seeds
+Curves = dict[float, dict[str, list[tuple[float, float]]]]
+COST_STAGES = (("align", "alignment"), ("finetune", "fine-tuning"))
+
+
+def label_colors(labels: Sequence[str]) -> dict[str, Any]:
+    """One fixed color per label across every figure, so a method is recognisable at a glance."""
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+
+def metric_vs_p(series: Series, colors: dict[str, Any], path: Path, ylabel: str, title: str) -> Path:
+    """One line per label over the harmful ratio, with seed std as error bars where there is one."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for label, cells in series.items():
+        ps = sorted(cells)
+        if not ps:
+            continue
+        means = [cells[p][0] for p in ps]
+        stds = [cells[p][1] or 0.0 for p in ps]
+        xs = [100.0 * p for p in ps]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colors[label], label=label)
+    ax.set_xlabel("harmful ratio p (%)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def curve_panels(curves: Curves, colors: dict[str, Any], path: Path, ylabel: str, title: str) -> Path:
+    """Small multiples, one panel per p, one line per label: drift only compares fairly at equal p."""
+    ps = sorted(curves)
+    fig, axes = plt.subplots(1, len(ps), figsize=(4.2 * len(ps) + 1.0, 3.8), dpi=120, squeeze=False)
+    for ax, p in zip(axes[0], ps, strict=True):
+        for label, points in curves[p].items():
+            steps, values = zip(*points, strict=True) if points else ((), ())
+            ax.plot(steps, values, marker=".", color=colors[label], label=label)
+        ax.set_title(f"p = {100.0 * p:g}%")
+        ax.set_xlabel("fine-tuning step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def cost_bars(costs: dict[str, dict[str, float | None]], colors: dict[str, Any], path: Path, title: str) -> Path:
+    """Grouped bars per label: step time and peak memory for each stage; a missing stage draws no bar."""
+    labels = list(costs)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.3 * len(labels) + 4.0), 4.4), dpi=120)
+    metrics = (("step_time_s", "step time (s)"), ("peak_memory_mb", "peak memory (MB)"))
+    width = 0.38
+    for ax, (metric, ylabel) in zip(axes, metrics, strict=True):
+        for offset, (stage, stage_name) in zip((-width / 2, width / 2), COST_STAGES, strict=True):
+            key = f"{stage}_{metric}"
+            present = [(i, costs[lab][key]) for i, lab in enumerate(labels) if costs[lab].get(key) is not None]
+            if not present:
+                continue
+            ax.bar(
+                [i + offset for i, _ in present],
+                [value for _, value in present],
+                width,
+                label=stage_name,
+                color=[colors[labels[i]] for i, _ in present],
+                hatch=None if stage == "align" else "//",
+                edgecolor="black",
+                linewidth=0.6,
+            )
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8, title="stage (hatched: fine-tuning)", title_fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """savefig into a temporary file beside ``path``, then rename: the PNG is whole or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path

@@ -1,0 +1,106 @@
+"""`vaccine run CONFIG.yaml`: every cell of a grid through align -> finetune -> evaluate -> the store.
+
+Plans (and so validates) every cell before any compute; then runs what is missing, in an order that lets
+one alignment serve all the fine-tunes that need it. A cell whose evaluation is in the store is skipped, so
+a second run of the same grid computes nothing new and a killed run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from vaccine.align import run_alignment
+from vaccine.evaluate import run_evaluate
+from vaccine.experiments.grid import GridConfig
+from vaccine.experiments.stages import CellPlan, build_row, is_done, plan_cell
+from vaccine.experiments.store import ResultStore
+from vaccine.finetune import run_finetune
+from vaccine.info import collect_info
+
+log = logging.getLogger(__name__)
+
+
+def store_path(grid: GridConfig) -> Path:
+    return grid.out / "results.sqlite"
+
+
+def _stage(bar: tqdm, cell_label: str, stage: str) -> None:
+    bar.set_postfix_str(f"{cell_label}: {stage}")
+    log.info("%s: %s", cell_label, stage)
+
+
+def run_cell(plan: CellPlan, bar: tqdm, versions: dict[str, Any]) -> dict[str, Any]:
+    """Run whatever stages of one cell are not done yet; return its store row."""
+    label = f"{plan.cell.method.label} p={plan.cell.p:g} seed={plan.cell.seed}"
+    if plan.align is not None and not is_done(plan.align.out):
+        _stage(bar, label, "align")
+        run_alignment(plan.align)
+    if not is_done(plan.finetune.out):
+        _stage(bar, label, "finetune")
+        run_finetune(plan.finetune)
+    if plan.evaluate.out.is_file():
+        result = json.loads(plan.evaluate.out.read_text(encoding="utf-8"))
+    else:
+        _stage(bar, label, "evaluate")
+        result = run_evaluate(plan.evaluate)
+    gc.collect()
+    return build_row(plan, result, versions)
+
+
+def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
+    """One picture per method: alignment-data embeddings of the aligned model and after each p."""
+    from vaccine.data.sources import load_records
+    from vaccine.defenses.base import DataContext
+    from vaccine.eval.tsne import sentence_embeddings, tsne_figure
+    from vaccine.evaluate import sample
+    from vaccine.stage_io import load_merged_model
+
+    by_picture: dict[Path, list[CellPlan]] = {}
+    for plan in plans:
+        by_picture.setdefault(plan.tsne_png, []).append(plan)
+    written = []
+    for png, group in by_picture.items():
+        if png.is_file():
+            continue
+        first = group[0]
+        records = sample(
+            load_records(grid.align["data"]), grid.tsne["num_samples"], first.cell.seed, "alignment"
+        )
+        views = {"before fine-tuning": [first.align.out] if first.align else []}
+        views.update({f"p={plan.cell.p:g}": plan.evaluate.adapters for plan in group})
+        embeddings = {}
+        for name, adapters in views.items():
+            model, tokenizer = load_merged_model(first.cell.model, adapters, dtype=grid.dtype)
+            embeddings[name] = sentence_embeddings(model, DataContext(tokenizer).loader(records, 16, 0))
+        title = f"{first.cell.method.label}: alignment data, {first.cell.task} n={first.cell.n}"
+        written.append(tsne_figure(embeddings, png, title, first.cell.seed))
+    return written
+
+
+def run_grid(grid: GridConfig) -> dict[str, Any]:
+    """Run the grid; returns counts and the store path."""
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]  # validates everything up front
+    grid.out.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(store_path(grid))
+    versions = collect_info()["packages"]
+    todo = [plan for plan in plans if not store.has(plan.eval_key)]
+    started = time.perf_counter()
+    with tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"grid {grid.name}", unit="cell") as bar:
+        for plan in todo:
+            store.add(run_cell(plan, bar, versions))
+            bar.update(1)
+    pictures = run_tsne(plans, grid) if grid.tsne["enabled"] else []
+    return {
+        "cells": len(plans),
+        "computed": len(todo),
+        "store": str(store_path(grid)),
+        "tsne": [str(p) for p in pictures],
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
