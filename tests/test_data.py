@@ -241,6 +241,10 @@ def test_load_hub_reads_a_local_dataset(tmp_path, monkeypatch):
     assert [r.prompt for r in load_records(str(folder))] == [row["prompt"] for row in BEAVERTAILS]
     with pytest.raises(DataError, match="local .*file path works instead"):
         load_hub(str(folder), split="test")
+    # BeaverTails-style selection: a split after '@', one label after '?label='
+    assert [r.label for r in load_records(f"{folder}@train?label=harmful")] == ["harmful"]
+    with pytest.raises(DataError, match="no record has label 'unsafe'"):
+        load_records(f"{folder}?label=unsafe")
 
 
 # ---------------------------------------------------------------- templates

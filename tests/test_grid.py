@@ -171,3 +171,12 @@ def test_resume_after_an_interrupted_stage_equals_an_uninterrupted_run(raw_grid,
     assert got.keys() == expected.keys()
     for name in expected:
         assert torch.allclose(got[name], expected[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("path", sorted(__import__("pathlib").Path("configs").rglob("*.yaml")), ids=str)
+def test_every_shipped_config_validates(path):
+    from vaccine.experiments.grid import load_grid
+
+    grid = load_grid(path)
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]
+    assert plans and len({p.eval_key for p in plans}) == len(plans)

@@ -51,7 +51,7 @@ def training_arguments(
         seed=seed,
         data_seed=seed,
         report_to=[],
-        bf16=dtype == "bfloat16",
+        bf16=dtype == "bfloat16" and torch.cuda.is_available(),  # mixed precision needs a GPU
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )

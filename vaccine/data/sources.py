@@ -326,7 +326,22 @@ def load_hub(
 
 def load_records(spec: str, **kw: Any) -> list[Record]:
     """Resolve a data spec: a built-in split name, a local file or folder, or a hub id ('hf:ID' or
-    'owner/name')."""
+    'owner/name'). A hub id may name its split after '@' (``hf:PKU-Alignment/BeaverTails@30k_train``) and any
+    spec may keep one label with a '?label=' suffix (``...?label=safe``: BeaverTails' safe answers)."""
+    spec, _, query = spec.partition("?")
+    records = _load_unfiltered(spec, **kw)
+    if not query:
+        return records
+    key, _, wanted = query.partition("=")
+    if key != "label" or not wanted:
+        raise DataError(f"{spec}?{query}: the only filter is '?label=VALUE'")
+    kept = [r for r in records if r.label == wanted]
+    if not kept:
+        raise DataError(f"{spec}: no record has label {wanted!r}")
+    return kept
+
+
+def _load_unfiltered(spec: str, **kw: Any) -> list[Record]:
     from vaccine.data.splits import SPLITS
 
     if spec in SPLITS:
@@ -334,12 +349,15 @@ def load_records(spec: str, **kw: Any) -> list[Record]:
     path = Path(spec).expanduser()
     if path.is_file():
         return load_file(path, **kw)
-    if path.is_dir() or spec.startswith("hf:"):
-        return load_hub(spec, **kw)
+    hub_id, at, split = spec.partition("@")
+    if at:
+        kw = {**kw, "split": split}
+    if Path(hub_id).expanduser().is_dir() or spec.startswith("hf:"):
+        return load_hub(hub_id, **kw)
     if path.suffix.lower() in FILE_TYPES or spec.startswith((".", "/", "~")):
         raise DataError(f"{spec}: file not found")
     if "/" in spec:
-        return load_hub(spec, **kw)
+        return load_hub(hub_id, **kw)
     raise DataError(
         f"unknown data '{spec}': not a file, not a hub id (owner/name or hf:ID), "
         f"and not a built-in split ({', '.join(SPLITS)})"
