@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import vaccine
-
 from vaccine.errors import ConfigError, VaccineError
 from vaccine.experiments.store import ResultStore
 
@@ -61,7 +60,9 @@ def test_upsert_replaces(tmp_path):
 
 def test_filters(tmp_path):
     store = ResultStore(tmp_path / "r.db")
-    for i, (label, p, seed) in enumerate([("SFT", 0.0, 0), ("SFT", 0.1, 1), ("EWC", 0.1, 0), ("EWC", 0.2, 1)]):
+    for i, (label, p, seed) in enumerate(
+        [("SFT", 0.0, 0), ("SFT", 0.1, 1), ("EWC", 0.1, 0), ("EWC", 0.2, 1)]
+    ):
         store.add(make_row(f"k{i}", label=label, p=p, seed=seed))
     assert {r["key"] for r in store.rows(label="SFT")} == {"k0", "k1"}
     assert {r["key"] for r in store.rows(p=0.1)} == {"k1", "k2"}
@@ -119,7 +120,8 @@ CRASH_RAW = """
 conn = sqlite3.connect({path!r}, isolation_level=None)
 conn.execute("BEGIN IMMEDIATE")
 for i in range(300):
-    conn.execute("INSERT INTO evaluations VALUES (?, 'X', 'tiny', 'sst2', 0.1, 1, 0, ?, NULL)", (f"z{{i}}", "x" * 5000))
+    values = (f"z{{i}}", "x" * 5000)
+    conn.execute("INSERT INTO evaluations VALUES (?, 'X', 'tiny', 'sst2', 0.1, 1, 0, ?, NULL)", values)
 conn.execute("UPDATE evaluations SET row_json = 'garbage' WHERE key = 'a'")
 os._exit(1)
 """

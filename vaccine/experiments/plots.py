@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 Series = dict[str, dict[float, tuple[float, float | None]]]
 # p -> label -> [(step, value)], already averaged over seeds
 Curves = dict[float, dict[str, list[tuple[float, float]]]]
-COST_STAGES = (("align", "alignment"), ("finetune", "fine-tuning"))
+COST_STAGES = ("align", "finetune")
 
 
 def label_colors(labels: Sequence[str]) -> dict[str, Any]:
@@ -34,14 +34,13 @@ def label_colors(labels: Sequence[str]) -> dict[str, Any]:
 def metric_vs_p(series: Series, colors: dict[str, Any], path: Path, ylabel: str, title: str) -> Path:
     """One line per label over the harmful ratio, with seed std as error bars where there is one."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for label, cells in series.items():
+    for label in _ordered(series, colors):
+        cells = series[label]
         ps = sorted(cells)
-        if not ps:
-            continue
         means = [cells[p][0] for p in ps]
         stds = [cells[p][1] or 0.0 for p in ps]
         xs = [100.0 * p for p in ps]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colors[label], label=label)
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colors.get(label, "gray"), label=label)
     ax.set_xlabel("harmful ratio p (%)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -55,9 +54,9 @@ def curve_panels(curves: Curves, colors: dict[str, Any], path: Path, ylabel: str
     ps = sorted(curves)
     fig, axes = plt.subplots(1, len(ps), figsize=(4.2 * len(ps) + 1.0, 3.8), dpi=120, squeeze=False)
     for ax, p in zip(axes[0], ps, strict=True):
-        for label, points in curves[p].items():
-            steps, values = zip(*points, strict=True) if points else ((), ())
-            ax.plot(steps, values, marker=".", color=colors[label], label=label)
+        for label in _ordered(curves[p], colors):
+            steps, values = zip(*curves[p][label], strict=True) if curves[p][label] else ((), ())
+            ax.plot(steps, values, marker=".", color=colors.get(label, "gray"), label=label)
         ax.set_title(f"p = {100.0 * p:g}%")
         ax.set_xlabel("fine-tuning step")
         ax.grid(alpha=0.3)
@@ -67,24 +66,27 @@ def curve_panels(curves: Curves, colors: dict[str, Any], path: Path, ylabel: str
     return _save(fig, path)
 
 
-def cost_bars(costs: dict[str, dict[str, float | None]], colors: dict[str, Any], path: Path, title: str) -> Path:
+def cost_bars(
+    costs: dict[str, dict[str, float | None]], colors: dict[str, Any], path: Path, title: str
+) -> Path:
     """Grouped bars per label: step time and peak memory for each stage; a missing stage draws no bar."""
-    labels = list(costs)
+    labels = _ordered(costs, colors)
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.3 * len(labels) + 4.0), 4.4), dpi=120)
     metrics = (("step_time_s", "step time (s)"), ("peak_memory_mb", "peak memory (MB)"))
     width = 0.38
     for ax, (metric, ylabel) in zip(axes, metrics, strict=True):
-        for offset, (stage, stage_name) in zip((-width / 2, width / 2), COST_STAGES, strict=True):
+        for offset, stage in zip((-width / 2, width / 2), COST_STAGES, strict=True):
             key = f"{stage}_{metric}"
-            present = [(i, costs[lab][key]) for i, lab in enumerate(labels) if costs[lab].get(key) is not None]
+            present = [
+                (i, costs[lab][key]) for i, lab in enumerate(labels) if costs[lab].get(key) is not None
+            ]
             if not present:
                 continue
             ax.bar(
                 [i + offset for i, _ in present],
                 [value for _, value in present],
                 width,
-                label=stage_name,
-                color=[colors[labels[i]] for i, _ in present],
+                color=[colors.get(labels[i], "gray") for i, _ in present],
                 hatch=None if stage == "align" else "//",
                 edgecolor="black",
                 linewidth=0.6,
@@ -92,9 +94,25 @@ def cost_bars(costs: dict[str, dict[str, float | None]], colors: dict[str, Any],
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, title="stage (hatched: fine-tuning)", title_fontsize=7)
+        ax.set_ylim(0, 1.3 * max([ax.get_ylim()[1], 1e-9]))  # head room for the legend
+        ax.legend(handles=_stage_handles(), fontsize=8, loc="upper right", ncol=2)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def _ordered(by_label: dict[str, Any], colors: dict[str, Any]) -> list[str]:
+    """Labels in the report's order (the order of ``colors``), so legends read the same in every figure."""
+    return [label for label in colors if label in by_label] + [lab for lab in by_label if lab not in colors]
+
+
+def _stage_handles() -> list[Any]:
+    """Neutral legend patches: the colors say the method, the hatching says the stage."""
+    from matplotlib.patches import Patch
+
+    return [
+        Patch(facecolor="white", edgecolor="black", label="alignment"),
+        Patch(facecolor="white", edgecolor="black", hatch="//", label="fine-tuning"),
+    ]
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -102,7 +102,9 @@ class ResultStore:
 
     def has(self, key: str) -> bool:
         with self._errors("read"):
-            return self._conn.execute("SELECT 1 FROM evaluations WHERE key = ?", (key,)).fetchone() is not None
+            return (
+                self._conn.execute("SELECT 1 FROM evaluations WHERE key = ?", (key,)).fetchone() is not None
+            )
 
     def rows(self, **filters: Any) -> list[dict[str, Any]]:
         """Rows whose indexed columns equal the filters (a list/tuple/set value means 'any of')."""

@@ -1,0 +1,172 @@
+"""build_report: Table 1 layout and numbers, missing cells, figures, HTML, t-SNE embedding, empty input."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+import pytest
+
+from vaccine.errors import DataError
+from vaccine.experiments.report import build_report, order_labels
+from vaccine.experiments.store import ResultStore
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PS = (0.0, 0.1, 0.2)
+
+
+def hs_value(label: str, p: float, seed: int) -> float:
+    return (40.0 if label == "SFT" else 30.0) + 100.0 * p + 2.0 * seed
+
+
+def fa_value(label: str, p: float, seed: int) -> float:
+    return (90.0 if label == "SFT" else 88.0) - 10.0 * p + seed
+
+
+def make_row(label: str, p: float, seed: int, **extra) -> dict:
+    sft = label == "SFT"
+    return {
+        "key": f"{label}-{p}-{seed}",
+        "label": label,
+        "model": "tiny",
+        "task": "sst2",
+        "p": p,
+        "n": 100,
+        "seed": seed,
+        "align_method": "sft" if sft else "vaccine",
+        "finetune_defense": "none",
+        "lora_mode": "double",
+        "metrics": {"harmful_score": hs_value(label, p, seed), "finetune_accuracy": fa_value(label, p, seed)},
+        "curves": {
+            "drift": [{"step": s, "drift": s * (1.0 + p), "alignment_loss": 1.0 + 0.1 * s} for s in range(4)]
+        },
+        "cost": {
+            "align_step_time_s": 0.5 if sft else 1.0,
+            "align_peak_memory_mb": 100.0,
+            "finetune_step_time_s": 0.2,
+            "finetune_peak_memory_mb": 80.0,
+        },
+        "artifacts": {},
+        "config": {},
+        "versions": {},
+        "created": "2025-01-01T00:00:00+00:00",
+        **extra,
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ResultStore(tmp_path / "results.db")
+    for label in ("Vaccine (rho=2)", "SFT"):
+        for p in PS:
+            for seed in (0, 1):
+                if (label, p, seed) != ("Vaccine (rho=2)", 0.2, 1):  # one seed missing: no ± there
+                    store.add(make_row(label, p, seed))
+    return store
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    """The first Markdown table as {first cell: cells}, header included under key 'method'."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split(" | ")] for line in lines if "---" not in line]
+    table: dict[str, list[str]] = {}
+    for row in cells:
+        table.setdefault(row[0].strip("*"), row)
+    return table
+
+
+def number(cell: str) -> float:
+    return float(re.match(r"\**([0-9.]+)", cell).group(1))
+
+
+def test_report_files_table_and_averages(store, tmp_path):
+    out = tmp_path / "report"
+    paths = build_report(store, out)
+    assert paths["markdown"] == out / "report.md" and paths["html"] == out / "report.html"
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    table = table_rows(markdown)
+    assert table["method"] == [
+        "method", "HS p=0", "HS p=0.1", "HS p=0.2", "FA p=0", "FA p=0.1", "FA p=0.2", "avg HS", "avg FA",
+    ]  # fmt: skip
+    assert list(table)[1:3] == ["SFT", "Vaccine (rho=2)"]  # paper order: SFT before Vaccine
+    sft = table["SFT"]
+    seeds = [statistics.fmean(hs_value("SFT", p, s) for s in (0, 1)) for p in PS]
+    assert number(sft[7]) == pytest.approx(statistics.fmean(seeds), abs=0.05)  # avg HS = 52.0
+    std = statistics.stdev([hs_value("SFT", 0.1, s) for s in (0, 1)])
+    assert sft[2] == f"{seeds[1]:.1f} ± {std:.1f}"
+    vaccine = table["Vaccine (rho=2)"]
+    assert vaccine[3] == "**50.0**"  # a single seed: no ± std; lowest HS at p=0.2, so bold
+    assert vaccine[1].startswith("**") and not sft[1].startswith("**")  # lowest HS wins
+    assert sft[4].startswith("**") and not vaccine[4].startswith("**")  # highest FA wins
+    assert "## tiny · sst2 · n=100" in markdown and "Tasks: sst2" in markdown
+
+
+def test_missing_cells_are_dashes(store, tmp_path):
+    store.add(make_row("EWC", 0.1, 0, metrics={"harmful_score": 45.0, "finetune_accuracy": None}))
+    markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    ewc = table_rows(markdown)["EWC"]
+    assert ewc[1] == ewc[3] == "—" and ewc[2] == "45.0"
+    assert ewc[4:7] == ["—", "—", "—"] and ewc[8] == "—"
+    assert ewc[7] == "45.0†"  # average over the one p it has, flagged
+    assert "† average over the p values" in markdown
+
+
+def test_pngs_are_valid_and_linked(store, tmp_path):
+    out = tmp_path / "report"
+    paths = build_report(store, out)
+    pngs = {k: v for k, v in paths.items() if k not in ("markdown", "html")}
+    kinds = {key.split("n100_", 1)[1] for key in pngs}
+    assert kinds == {"hs_vs_p", "fa_vs_p", "drift_curves", "alignment_loss_curves", "cost"}
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    page = paths["html"].read_text(encoding="utf-8")
+    for path in pngs.values():
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 2000
+        rel = path.relative_to(out).as_posix()
+        assert f"]({rel})" in markdown and f'<img src="{rel}"' in page
+
+
+def test_cost_table_ratios_to_sft(store, tmp_path):
+    markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    lines = [line for line in markdown.splitlines() if line.startswith("| Vaccine (rho=2) |")]
+    cost = [c.strip() for c in lines[-1].strip("|").split(" | ")]
+    assert cost[1:] == ["1", "2.00×", "100", "0.2", "1.00×", "80"]
+
+
+def test_html_has_table_and_images(store, tmp_path):
+    page = build_report(store, tmp_path / "r")["html"].read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<th>avg HS</th>" in page
+    assert "<strong>" in page and page.count("<img ") == 5
+    assert "<script" not in page and "<link" not in page and "http" not in page
+
+
+def test_tsne_artifacts_are_embedded(tmp_path):
+    out = tmp_path / "r"
+    (out / "runs").mkdir(parents=True)
+    (out / "runs" / "tsne.png").write_bytes(PNG_MAGIC)
+    absolute = tmp_path / "elsewhere" / "t.png"
+    absolute.parent.mkdir()
+    absolute.write_bytes(PNG_MAGIC)
+    rows = [
+        make_row("SFT", 0.1, 0, artifacts={"tsne_png": "runs/tsne.png"}),
+        make_row("SFT", 0.1, 1, artifacts={"tsne_png": str(absolute)}),
+        make_row("SFT", 0.2, 0, artifacts={"tsne_png": "gone.png"}),
+    ]
+    paths = build_report(rows, out)
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    assert "(runs/tsne.png)" in markdown and "(../elsewhere/t.png)" in markdown
+    assert "Missing t-SNE files: gone.png" in markdown
+    assert '<img src="runs/tsne.png"' in paths["html"].read_text(encoding="utf-8")
+
+
+def test_empty_store_is_a_clear_error(tmp_path):
+    store = ResultStore(tmp_path / "empty.db")
+    with pytest.raises(DataError, match=r"no evaluations to report: result store .*empty\.db is empty"):
+        build_report(store, tmp_path / "r")
+    with pytest.raises(DataError, match="no evaluations"):
+        build_report([], tmp_path / "r")
+    assert not (tmp_path / "r" / "report.md").exists()
+
+
+def test_label_order_follows_the_paper():
+    labels = ["Vaccine (rho=2)", "KL", "SFT", "EWC", "Non-aligned", "Vaccine (rho=1)"]
+    assert order_labels(labels) == ["Non-aligned", "SFT", "EWC", "KL", "Vaccine (rho=1)", "Vaccine (rho=2)"]

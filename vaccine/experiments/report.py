@@ -1,0 +1,425 @@
+"""Turn evaluation rows into the paper's tables and figures, as one Markdown and one static HTML report.
+
+The report is built from a block list (headings, text, tables, images) rendered twice, so the Markdown and
+the HTML can never disagree. Statistics live here; drawing lives in ``plots``. Per (model, task, n) group:
+Table 1 (HS and FA per harmful ratio p, mean ± std over seeds, best per column in bold), HS/FA-vs-p plots,
+drift and alignment-loss curves, system cost relative to SFT, and any t-SNE images the runs left behind.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vaccine.errors import DataError
+from vaccine.experiments import plots
+from vaccine.experiments.store import ResultStore, validate_row
+from vaccine.io import write_text_atomic
+
+MISSING = "—"
+INCOMPLETE = "†"
+COST_FIELDS = ("align_step_time_s", "align_peak_memory_mb", "finetune_step_time_s", "finetune_peak_memory_mb")
+Group = tuple[str, str, int]  # (model, task, n)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    bold: bool = False
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+
+
+Block = tuple[str, Any]  # ("h1"|"h2"|"h3"|"p", str) | ("table", Table) | ("img", (src, alt))
+
+
+def build_report(
+    store_or_rows: ResultStore | Iterable[dict[str, Any]], out_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Write report.md, report.html and figures/*.png under ``out_dir``.
+
+    Returns {"markdown": path, "html": path, "<figure stem>": path for each PNG written}.
+    """
+    rows = _load_rows(store_or_rows)
+    out_dir = Path(out_dir)
+    labels = order_labels({r["label"] for r in rows})
+    colors = plots.label_colors(labels)
+    blocks, paths = _header_blocks(rows), {}
+    for group, group_rows in _groups(rows).items():
+        slug = _unique_slug(group, paths)
+        group_blocks, pngs = _group_section(group, group_rows, labels, colors, out_dir, slug)
+        blocks += group_blocks
+        paths.update(pngs)
+    paths["markdown"] = write_text_atomic(out_dir / "report.md", render_markdown(blocks))
+    paths["html"] = write_text_atomic(out_dir / "report.html", render_html(blocks))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def _load_rows(source: ResultStore | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Read and validate rows; an empty input is an error because an empty report looks like a result."""
+    if isinstance(source, ResultStore):
+        rows, where = source.rows(), f"result store {source.path}"
+    else:
+        rows, where = [validate_row(r) for r in source], "the rows given"
+    if not rows:
+        raise DataError(f"no evaluations to report: {where} is empty")
+    return rows
+
+
+def order_labels(labels: Iterable[str]) -> list[str]:
+    """Paper order: Non-aligned, SFT, other baselines, then Vaccine variants last, each part alphabetical."""
+
+    def rank(label: str) -> tuple[int, str]:
+        low = label.lower()
+        if low.replace("-", "").replace("_", "").replace(" ", "") == "nonaligned":
+            return 0, low
+        if low == "sft":
+            return 1, low
+        return (3 if low.startswith("vaccine") else 2), low
+
+    return sorted(set(labels), key=rank)
+
+
+def _groups(rows: list[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
+    groups: dict[Group, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["model"], row["task"], row["n"])].append(row)
+    return dict(sorted(groups.items()))
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Keep the newest row per (label, p, seed): two rows there would otherwise count as two seeds."""
+    newest: dict[tuple[str, float, int], dict[str, Any]] = {}
+    for row in rows:
+        slot = (row["label"], _p(row), row["seed"])
+        if slot not in newest or str(row.get("created") or "") >= str(newest[slot].get("created") or ""):
+            newest[slot] = row
+    return list(newest.values()), len(rows) - len(newest)
+
+
+def _p(row: dict[str, Any]) -> float:
+    return round(float(row["p"]), 6)
+
+
+def _stats(values: list[float]) -> tuple[float, float | None]:
+    """Mean, and the sample std over seeds when there are at least two."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def metric_series(rows: list[dict[str, Any]], metric: str) -> plots.Series:
+    """label -> p -> (mean, std) over seeds of ``metrics[metric]``; rows without the metric are skipped."""
+    values: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        value = (row.get("metrics") or {}).get(metric)
+        if value is not None:
+            values[row["label"]][_p(row)].append(float(value))
+    return {label: {p: _stats(v) for p, v in cells.items()} for label, cells in values.items()}
+
+
+def curve_series(rows: list[dict[str, Any]], field: str) -> plots.Curves:
+    """p -> label -> [(step, mean over seeds)] of ``curves.drift[*][field]``; only p values with data."""
+    values: dict[float, dict[str, dict[float, list[float]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for row in rows:
+        for point in (row.get("curves") or {}).get("drift") or []:
+            if point.get(field) is not None and point.get("step") is not None:
+                values[_p(row)][row["label"]][float(point["step"])].append(float(point[field]))
+    return {
+        p: {
+            label: [(s, statistics.fmean(v)) for s, v in sorted(steps.items())]
+            for label, steps in by_label.items()
+        }
+        for p, by_label in sorted(values.items())
+    }
+
+
+def cost_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """label -> mean of each cost field over its rows (None where no row measured it)."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        for field in COST_FIELDS:
+            value = (row.get("cost") or {}).get(field)
+            if value is not None:
+                values[row["label"]][field].append(float(value))
+    return {
+        label: {f: (statistics.fmean(v[f]) if v.get(f) else None) for f in COST_FIELDS}
+        for label, v in values.items()
+    }
+
+
+# -------------------------------------------------------------------------------------------- tables
+
+
+def _fmt(stats: tuple[float, float | None] | None) -> str:
+    if stats is None:
+        return MISSING
+    mean, std = stats
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def _average(cells: dict[float, tuple[float, float | None]], ps: list[float]) -> tuple[float | None, str]:
+    """Mean over p of the per-p means (the paper's avg column), flagged when some p is missing."""
+    present = [cells[p][0] for p in ps if p in cells]
+    if not present:
+        return None, MISSING
+    return statistics.fmean(present), f"{statistics.fmean(present):.1f}" + (
+        "" if len(present) == len(ps) else INCOMPLETE
+    )
+
+
+def table_one(hs: plots.Series, fa: plots.Series, labels: list[str], ps: list[float]) -> Table:
+    """The paper's Table 1: HS per p, FA per p, avg HS, avg FA; lowest HS / highest FA bold per column."""
+    header = ["method", *(f"HS p={p:g}" for p in ps), *(f"FA p={p:g}" for p in ps), "avg HS", "avg FA"]
+    lower_is_better = [True] * len(ps) + [False] * len(ps) + [True, False]
+    grid: list[list[tuple[float | None, str]]] = []
+    for label in labels:
+        hs_cells, fa_cells = hs.get(label, {}), fa.get(label, {})
+        line = [(c[0] if c else None, _fmt(c)) for c in (hs_cells.get(p) for p in ps)]
+        line += [(c[0] if c else None, _fmt(c)) for c in (fa_cells.get(p) for p in ps)]
+        grid.append(line + [_average(hs_cells, ps), _average(fa_cells, ps)])
+    return Table(
+        header,
+        [[Cell(label)] + cells for label, cells in zip(labels, _bold(grid, lower_is_better), strict=True)],
+    )
+
+
+def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool]) -> list[list[Cell]]:
+    """Bold every cell that equals its column's best as displayed (ties at one decimal are all bold)."""
+    best = []
+    for col, low in enumerate(lower_is_better):
+        shown = [round(line[col][0], 1) for line in grid if line[col][0] is not None]
+        best.append((min(shown) if low else max(shown)) if shown else None)
+    return [
+        [
+            Cell(text, value is not None and round(value, 1) == best[col])
+            for col, (value, text) in enumerate(line)
+        ]
+        for line in grid
+    ]
+
+
+def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> Table:
+    """Step time and peak memory per stage, with step time relative to SFT where an SFT row exists."""
+    sft = costs.get("SFT", {})
+    header = ["method", "align step (s)", "align ×SFT", "align peak mem (MB)"]
+    header += ["finetune step (s)", "finetune ×SFT", "finetune peak mem (MB)"]
+    rows = []
+    for label in (lab for lab in labels if lab in costs):
+        c, line = costs[label], [Cell(label)]
+        for stage in ("align", "finetune"):
+            time, base = c[f"{stage}_step_time_s"], sft.get(f"{stage}_step_time_s")
+            line.append(Cell(MISSING if time is None else f"{time:.3g}"))
+            line.append(Cell(f"{time / base:.2f}×" if time is not None and base else MISSING))
+            memory = c[f"{stage}_peak_memory_mb"]
+            line.append(Cell(MISSING if memory is None else f"{memory:.0f}"))
+        rows.append(line)
+    return Table(header, rows)
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+
+def _header_blocks(rows: list[dict[str, Any]]) -> list[Block]:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    labels = ", ".join(order_labels({r["label"] for r in rows}))
+    models, tasks = (
+        ", ".join(sorted({r["model"] for r in rows})),
+        ", ".join(sorted({r["task"] for r in rows})),
+    )
+    seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    legend = "HS: harmful score (%, lower is better). FA: fine-tune accuracy (%, higher is better)."
+    cells = f"Cells: mean ± sample std over seeds; {MISSING}: not evaluated; best per column in bold."
+    return [
+        ("h1", "Harmful fine-tuning defense report"),
+        ("p", f"Generated {now}. {len(rows)} evaluation rows."),
+        ("p", f"Models: {models}. Tasks: {tasks}. Methods: {labels}. Seeds: {seeds}."),
+        ("p", f"{legend} {cells}"),
+    ]
+
+
+def _group_section(
+    group: Group, rows: list[dict[str, Any]], all_labels: list[str], colors: dict, out_dir: Path, slug: str
+) -> tuple[list[Block], dict[str, Path]]:
+    model, task, n = group
+    rows, duplicates = _dedupe(rows)
+    labels = [lab for lab in all_labels if any(r["label"] == lab for r in rows)]
+    hs, fa = metric_series(rows, "harmful_score"), metric_series(rows, "finetune_accuracy")
+    blocks: list[Block] = [("h2", f"{model} · {task} · n={n}")]
+    blocks += _table_blocks(hs, fa, labels, sorted({_p(r) for r in rows}), duplicates)
+    figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
+    pngs = _metric_figures(hs, fa, colors, figures, slug, where) | _curve_figures(
+        rows, colors, figures, slug, where
+    )
+    blocks += [("img", (_rel(path, out_dir), name.removeprefix(f"{slug}_"))) for name, path in pngs.items()]
+    cost_blocks, cost_png = _cost_section(rows, labels, colors, figures, slug, where)
+    blocks += cost_blocks + [("img", (_rel(p, out_dir), "system cost")) for p in cost_png.values()]
+    return blocks + _tsne_blocks(rows, labels, out_dir), pngs | cost_png
+
+
+def _table_blocks(
+    hs: plots.Series, fa: plots.Series, labels: list[str], ps: list[float], duplicates: int
+) -> list[Block]:
+    table = table_one(hs, fa, labels, ps)
+    blocks: list[Block] = [("h3", "Harmful score and fine-tune accuracy"), ("table", table)]
+    if any(INCOMPLETE in c.text for line in table.rows for c in line):
+        blocks.append(("p", f"{INCOMPLETE} average over the p values this method was evaluated at only."))
+    if duplicates:
+        note = f"{duplicates} duplicate evaluation(s) of the same method, p and seed: newest kept."
+        blocks.append(("p", note))
+    return blocks
+
+
+def _metric_figures(
+    hs: plots.Series, fa: plots.Series, colors: dict, figures: Path, slug: str, where: str
+) -> dict[str, Path]:
+    out = {}
+    for name, series, ylabel, title in (
+        ("hs_vs_p", hs, "harmful score (%)", "Harmful score vs p"),
+        ("fa_vs_p", fa, "fine-tune accuracy (%)", "Fine-tune accuracy vs p"),
+    ):
+        if series:
+            path = figures / f"{slug}_{name}.png"
+            out[f"{slug}_{name}"] = plots.metric_vs_p(series, colors, path, ylabel, f"{title} ({where})")
+    return out
+
+
+def _curve_figures(
+    rows: list[dict[str, Any]], colors: dict, figures: Path, slug: str, where: str
+) -> dict[str, Path]:
+    out = {}
+    for field, ylabel, title in (
+        ("drift", "embedding drift (L2)", "Harmful embedding drift"),
+        ("alignment_loss", "alignment loss (nats/token)", "Alignment loss"),
+    ):
+        curves = curve_series(rows, field)
+        if curves:
+            path = figures / f"{slug}_{field}_curves.png"
+            out[f"{slug}_{field}_curves"] = plots.curve_panels(
+                curves, colors, path, ylabel, f"{title} ({where})"
+            )
+    return out
+
+
+def _cost_section(
+    rows: list[dict[str, Any]], labels: list[str], colors: dict, figures: Path, slug: str, where: str
+) -> tuple[list[Block], dict[str, Path]]:
+    costs = cost_summary(rows)
+    if not costs:
+        return [], {}
+    costs = {label: costs[label] for label in labels if label in costs}
+    path = plots.cost_bars(costs, colors, figures / f"{slug}_cost.png", f"System cost ({where})")
+    blocks: list[Block] = [
+        ("h3", "System cost (mean over p and seeds)"),
+        ("table", cost_table(costs, labels)),
+    ]
+    return blocks, {f"{slug}_cost": path}
+
+
+def _tsne_blocks(rows: list[dict[str, Any]], labels: list[str], out_dir: Path) -> list[Block]:
+    """Embed every t-SNE PNG a row lists (relative to the report folder or absolute) that exists."""
+    images, missing = [], []
+    for row in sorted(rows, key=lambda r: (labels.index(r["label"]), _p(r), r["seed"])):
+        for key, value in sorted((row.get("artifacts") or {}).items()):
+            if "tsne" not in key or not isinstance(value, str) or not value:
+                continue
+            path = Path(value) if Path(value).is_absolute() else out_dir / value
+            alt = f"t-SNE: {row['label']}, p={_p(row):g}, seed={row['seed']}"
+            (images if path.is_file() else missing).append(("img", (_rel(path, out_dir), alt)))
+    if not images and not missing:
+        return []
+    note = [("p", f"Missing t-SNE files: {', '.join(src for _, (src, _) in missing)}")] if missing else []
+    return [("h3", "t-SNE of hidden embeddings"), *images, *note]
+
+
+def _rel(path: Path, out_dir: Path) -> str:
+    """A link relative to the report, so the report folder can be moved or zipped as a whole."""
+    try:
+        return Path(os.path.relpath(path, out_dir)).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
+        return Path(path).as_posix()
+
+
+def _unique_slug(group: Group, taken: dict[str, Path]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{group[0]}_{group[1]}_n{group[2]}").strip("-.") or "group"
+    slug, i = base, 2
+    while any(k.startswith(f"{slug}_") for k in taken):
+        slug, i = f"{base}-{i}", i + 1
+    return slug
+
+
+# ----------------------------------------------------------------------------------------- rendering
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    out = []
+    for kind, value in blocks:
+        if kind in ("h1", "h2", "h3"):
+            out.append(f"{'#' * int(kind[1])} {value}")
+        elif kind == "p":
+            out.append(value)
+        elif kind == "img":
+            out.append(f"![{value[1]}]({value[0]})")
+        else:
+            out.append(_markdown_table(value))
+    return "\n\n".join(out) + "\n"
+
+
+def _markdown_table(table: Table) -> str:
+    def cell(c: Cell) -> str:
+        text = c.text.replace("|", "\\|")
+        return f"**{text}**" if c.bold else text
+
+    lines = ["| " + " | ".join(cell(Cell(h)) for h in table.header) + " |"]
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|")
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
+    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
+    "img{max-width:100%;display:block;margin:1em 0}"
+)
+
+
+def render_html(blocks: list[Block]) -> str:
+    """A self-contained page (inline CSS, no scripts) that opens from disk anywhere."""
+    body = []
+    for kind, value in blocks:
+        if kind in ("h1", "h2", "h3", "p"):
+            body.append(f"<{kind}>{html.escape(value)}</{kind}>")
+        elif kind == "img":
+            body.append(f'<img src="{html.escape(value[0])}" alt="{html.escape(value[1])}">')
+        else:
+            body.append(_html_table(value))
+    title = html.escape(next((v for k, v in blocks if k == "h1"), "report"))
+    head = f'<meta charset="utf-8"><title>{title}</title><style>{_CSS}</style>'
+    return f"<!DOCTYPE html>\n<html><head>{head}</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+
+
+def _html_table(table: Table) -> str:
+    def cell(c: Cell) -> str:
+        text = html.escape(c.text)
+        return f"<td><strong>{text}</strong></td>" if c.bold else f"<td>{text}</td>"
+
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.header) + "</tr>"
+    rows = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in table.rows)
+    return f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"
