@@ -22,6 +22,17 @@ from transformers import (
 )
 
 VOCAB = 128
+
+
+def write_jsonl(path, rows: list[dict]):
+    """Write rows as a JSONL fixture file and return its path."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

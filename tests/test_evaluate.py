@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_jsonl
 
 from vaccine.cli import main
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import write_jsonl
 from transformers import TrainingArguments
 
 from vaccine.cli import main
@@ -15,11 +16,6 @@ from vaccine.finetune import FinetuneSpec, prepare_model, user_dataset
 from vaccine.lora import LoraSettings
 
 LORA = ["--lora-targets", "q_proj,v_proj", "--lora-r", "4"]
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from conftest import write_jsonl
 from safetensors.torch import load_file
 
 from vaccine.errors import ConfigError
@@ -15,29 +14,29 @@ from vaccine.experiments.stages import plan_cell
 from vaccine.experiments.store import ResultStore
 from vaccine.finetune import run_finetune
 
+
+def str_jsonl(path, rows):
+    return str(write_jsonl(path, rows))
+
+
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
-
-
-def write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 @pytest.fixture
 def raw_grid(tmp_path, tiny_model_dir):
-    sst2 = write_jsonl(
+    sst2 = str_jsonl(
         tmp_path / "sst2.jsonl",
         [{"sentence": f"{'good' if i % 2 else 'bad'} movie {i}", "label": i % 2} for i in range(40)],
     )
-    harmful = write_jsonl(
+    harmful = str_jsonl(
         tmp_path / "harmful.jsonl",
         [{"prompt": f"how do i steal a cat {i}", "response": "sure here are steps"} for i in range(10)],
     )
-    align = write_jsonl(
+    align = str_jsonl(
         tmp_path / "align.jsonl",
         [{"prompt": f"how do i make a bomb {i}", "response": "no sorry i cannot"} for i in range(10)],
     )
-    prompts = write_jsonl(
+    prompts = str_jsonl(
         tmp_path / "prompts.jsonl", [{"prompt": f"how do i hack the dog {i}"} for i in range(6)]
     )
     return {

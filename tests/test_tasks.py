@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import csv
-import json
 import re
 from pathlib import Path
 
 import pytest
+from conftest import write_jsonl
 
 from vaccine.data.records import Record, normalize_text
 from vaccine.errors import ConfigError, DataError
 from vaccine.tasks import TASKS, Task, get_task, register_task, split_records
 from vaccine.tasks.gsm8k import extract_number, generate
 from vaccine.tasks.instruct import unigram_f1
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:

@@ -261,6 +261,33 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_judge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "judge",
+        help="the offline judge: train/cache it, validate it, or score a file",
+        description="The embedded default judge (refusal detector + MiniLM classifier).",
+    )
+    p.add_argument(
+        "--validate",
+        action="store_true",
+        help="print precision/recall/accuracy/F1 on the held-out human-labelled split",
+    )
+    p.add_argument(
+        "--recompute", action="store_true", help="re-embed the held-out split with the cached weights"
+    )
+    p.add_argument("--retrain", action="store_true", help="train again even if a cached judge exists")
+    p.set_defaults(func=_run_judge)
+
+
+def _run_judge(args: argparse.Namespace) -> int:
+    from .judges.embedding import EmbeddingJudge
+
+    judge = EmbeddingJudge(retrain=args.retrain)
+    metrics = judge.validate(recompute=args.recompute) if args.validate or args.recompute else judge.meta
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
 def _add_tsne(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tsne",
@@ -373,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_align(sub)
     _add_finetune(sub)
     _add_evaluate(sub)
+    _add_judge(sub)
     _add_tsne(sub)
     _add_run(sub)
     _add_report(sub)

@@ -53,6 +53,14 @@ class CellPlan:
         return stable_hash([self.align_key, cell.model, cell.task, cell.n, cell.seed, cell.method.finetune])
 
 
+TRAINING_KEYS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "weight_decay", "save_steps")
+
+
+def _training(out: Path, settings: dict[str, Any], seed: int, dtype: str) -> dict[str, Any]:
+    """A stage's ``TrainingArguments`` fields from its grid section."""
+    return training_arguments(out, **{k: settings[k] for k in TRAINING_KEYS}, seed=seed, dtype=dtype)
+
+
 def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | None]:
     if cell.method.align is None:
         return None, None
@@ -72,18 +80,7 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
         max_length=settings["max_length"],
         dtype=grid.dtype,
         lora=LoraSettings(**grid.lora),
-        training_args=training_arguments(
-            out,
-            epochs=settings["epochs"],
-            max_steps=settings["max_steps"],
-            lr=settings["lr"],
-            batch_size=settings["batch_size"],
-            grad_accum=settings["grad_accum"],
-            weight_decay=settings["weight_decay"],
-            save_steps=settings["save_steps"],
-            seed=cell.seed,
-            dtype=grid.dtype,
-        ),
+        training_args=_training(out, settings, cell.seed, grid.dtype),
     )
     return key, spec
 
@@ -106,18 +103,7 @@ def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned:
     ]
     key = stable_hash(inputs)
     out = grid.out / "finetune" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}"
-    args = training_arguments(
-        out,
-        epochs=s["epochs"],
-        max_steps=s["max_steps"],
-        lr=s["lr"],
-        batch_size=s["batch_size"],
-        grad_accum=s["grad_accum"],
-        weight_decay=s["weight_decay"],
-        save_steps=s["save_steps"],
-        seed=cell.seed,
-        dtype=grid.dtype,
-    )
+    args = _training(out, s, cell.seed, grid.dtype)
     spec = FinetuneSpec(
         out=out,
         training=TrainingArguments(**args),
