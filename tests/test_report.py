@@ -150,12 +150,15 @@ def test_tsne_artifacts_are_embedded(tmp_path):
         make_row("SFT", 0.1, 0, artifacts={"tsne_png": "runs/tsne.png"}),
         make_row("SFT", 0.1, 1, artifacts={"tsne_png": str(absolute)}),
         make_row("SFT", 0.2, 0, artifacts={"tsne_png": "gone.png"}),
+        make_row("SFT", 0.2, 1, artifacts={"tsne_png": str(absolute)}),  # one picture serves several rows
     ]
     paths = build_report(rows, out)
     markdown = paths["markdown"].read_text(encoding="utf-8")
-    assert "(runs/tsne.png)" in markdown and "(../elsewhere/t.png)" in markdown
+    # copied into the report's own figures/ folder, once each, so the folder stands alone
+    assert markdown.count("(figures/tsne_tsne.png)") == 1 and markdown.count("(figures/tsne_t.png)") == 1
+    assert (out / "figures" / "tsne_t.png").read_bytes() == PNG_MAGIC
     assert "Missing t-SNE files: gone.png" in markdown
-    assert '<img src="runs/tsne.png"' in paths["html"].read_text(encoding="utf-8")
+    assert '<img src="figures/tsne_tsne.png"' in paths["html"].read_text(encoding="utf-8")
 
 
 def test_empty_store_is_a_clear_error(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -332,19 +333,33 @@ def _cost_section(
 
 
 def _tsne_blocks(rows: list[dict[str, Any]], labels: list[str], out_dir: Path) -> list[Block]:
-    """Embed every t-SNE PNG a row lists (relative to the report folder or absolute) that exists."""
-    images, missing = [], []
+    """Copy every t-SNE PNG the rows list (once each; one picture may serve several rows) into the report's
+    figures/ folder, so the report folder stands alone, and embed it."""
+    seen: set[Path] = set()
+    images: list[Block] = []
+    missing: list[str] = []
     for row in sorted(rows, key=lambda r: (labels.index(r["label"]), _p(r), r["seed"])):
         for key, value in sorted((row.get("artifacts") or {}).items()):
             if "tsne" not in key or not isinstance(value, str) or not value:
                 continue
-            path = Path(value) if Path(value).is_absolute() else out_dir / value
-            alt = f"t-SNE: {row['label']}, p={_p(row):g}, seed={row['seed']}"
-            (images if path.is_file() else missing).append(("img", (_rel(path, out_dir), alt)))
+            source = Path(value)
+            if not source.is_absolute() and not source.is_file():
+                source = out_dir / value
+            if source.resolve() in seen:
+                continue
+            seen.add(source.resolve())
+            if not source.is_file():
+                missing.append(value)
+                continue
+            target = out_dir / "figures" / f"tsne_{source.name}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.resolve() != target.resolve():
+                shutil.copyfile(source, target)
+            images.append(("img", (_rel(target, out_dir), f"t-SNE: {row['label']}, seed={row['seed']}")))
     if not images and not missing:
         return []
-    note = [("p", f"Missing t-SNE files: {', '.join(src for _, (src, _) in missing)}")] if missing else []
-    return [("h3", "t-SNE of hidden embeddings"), *images, *note]
+    note = [("p", f"Missing t-SNE files: {', '.join(missing)}")] if missing else []
+    return [("h3", "t-SNE of alignment-data embeddings, before and after fine-tuning"), *images, *note]
 
 
 def _rel(path: Path, out_dir: Path) -> str:
