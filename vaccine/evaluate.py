@@ -19,7 +19,7 @@ from vaccine.data.records import Record
 from vaccine.data.sources import load_records
 from vaccine.defenses.base import DataContext
 from vaccine.errors import ConfigError, DataError
-from vaccine.eval.drift import alignment_loss, embedding_drift
+from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
 from vaccine.judges import get_judge
@@ -136,13 +136,8 @@ def drift_metrics(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, A
     records = sample(load_records(spec.drift_data), spec.num_drift, spec.seed, spec.drift_data)
     data = DataContext(tokenizer, spec.generation.template, 256)
     batches = list(data.loader(records, spec.generation.batch_size, spec.seed))
-    return {
-        "embedding_drift": embedding_drift(reference, model, batches),
-        "embedding_drift_sum_sq": embedding_drift(reference, model, batches, "sum_sq"),
-        "alignment_loss": alignment_loss(model, batches),
-        "reference_alignment_loss": alignment_loss(reference, batches),
-        "timings": {"drift_s": time.perf_counter() - started},
-    }
+    metrics: dict[str, Any] = drift_and_losses(reference, model, batches)
+    return {**metrics, "timings": {"drift_s": time.perf_counter() - started}}
 
 
 def run_evaluate(spec: EvaluateSpec) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -20,22 +21,43 @@ from vaccine.perturb import capture_outputs, find_attention_modules
 Reduction = Literal["mean_l2", "sum_sq"]
 
 
+@dataclass
+class Probe:
+    """One pass of a model over the alignment sample: every layer's attention output per batch (padding
+    zeroed) and the token-weighted alignment loss. One forward serves both, so drift costs no extra pass."""
+
+    outputs: list[list[torch.Tensor]]
+    loss: float
+
+
 @torch.no_grad()
-def attention_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    """Every layer's attention output on ``batch`` (eval mode, no gradients), padding zeroed."""
+def probe(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> Probe:
+    """Run ``model`` (eval mode, no gradients) over ``batches``, which carry ``labels``."""
     modules = [m for _, m in find_attention_modules(model)]
     was_training = model.training
     model.eval()
-    with capture_outputs(modules) as outputs:
-        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    outputs, total, tokens = [], 0.0, 0
+    for batch in batches:
+        with capture_outputs(modules) as captured:
+            loss = model(**batch).loss
+        keep = batch["attention_mask"].unsqueeze(-1).float()
+        outputs.append([o.float() * keep for o in captured])
+        count = int((batch["labels"][:, 1:] != -100).sum())
+        total += loss.item() * count
+        tokens += count
     model.train(was_training)
-    keep = batch["attention_mask"].unsqueeze(-1).float()
-    return [o.float() * keep for o in outputs]
+    return Probe(outputs, total / max(tokens, 1))
 
 
 def layer_distances(reference: list[torch.Tensor], current: list[torch.Tensor]) -> torch.Tensor:
     """(samples, layers) L2 distances; padded positions are zero in both, so they add nothing."""
     return torch.stack([(c - r).flatten(1).norm(dim=1) for r, c in zip(reference, current, strict=True)], 1)
+
+
+def all_distances(reference: Probe, current: Probe) -> torch.Tensor:
+    """(samples, layers) distances over every batch of two probes of the same sample."""
+    pairs = zip(reference.outputs, current.outputs, strict=True)
+    return torch.cat([layer_distances(r, c) for r, c in pairs])
 
 
 def drift_value(distances: torch.Tensor, reduction: Reduction = "mean_l2") -> float:
@@ -44,18 +66,9 @@ def drift_value(distances: torch.Tensor, reduction: Reduction = "mean_l2") -> fl
     return distances.pow(2).sum().item()
 
 
-@torch.no_grad()
 def alignment_loss(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> float:
     """Token-weighted mean loss of ``model`` on the alignment sample (how much of the alignment is left)."""
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    for batch in batches:
-        count = int((batch["labels"][:, 1:] != -100).sum())
-        total += model(**batch).loss.item() * count
-        tokens += count
-    model.train(was_training)
-    return total / max(tokens, 1)
+    return probe(model, batches).loss
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -72,20 +85,18 @@ class DriftTracker(TrainerCallback):
         self.every = every
         self.path = path
         self.history: list[dict[str, float]] = []
-        self._reference: list[list[torch.Tensor]] = []
+        self._reference: Probe | None = None
+
+    def _probe(self, model: torch.nn.Module) -> Probe:
+        device = next(model.parameters()).device
+        return probe(model, [_to(b, device) for b in self.batches])
 
     def _measure(self, model: torch.nn.Module, step: int) -> None:
-        device = next(model.parameters()).device
-        batches = [_to(b, device) for b in self.batches]
-        distances = torch.cat(
-            [
-                layer_distances(r, attention_outputs(model, b))
-                for r, b in zip(self._reference, batches, strict=True)
-            ]
-        )
+        current = self._probe(model)
+        distances = all_distances(self._reference, current)
         row = {
             "step": step,
-            "alignment_loss": alignment_loss(model, batches),
+            "alignment_loss": current.loss,
             "drift": drift_value(distances),
             "drift_sum_sq": drift_value(distances, "sum_sq"),
         }
@@ -96,11 +107,10 @@ class DriftTracker(TrainerCallback):
 
     def set_reference(self, model: torch.nn.Module) -> None:
         """Record the reference outputs; call it before a resumed run loads its checkpoint."""
-        device = next(model.parameters()).device
-        self._reference = [attention_outputs(model, _to(b, device)) for b in self.batches]
+        self._reference = self._probe(model)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not self._reference:
+        if self._reference is None:
             self.set_reference(model)
         if state.global_step == 0:
             self._measure(model, 0)
@@ -117,7 +127,20 @@ def embedding_drift(
     reduction: Reduction = "mean_l2",
 ) -> float:
     """Drift between a reference (aligned) model and a current (fine-tuned) one on ``batches``."""
-    distances = torch.cat(
-        [layer_distances(attention_outputs(reference, b), attention_outputs(current, b)) for b in batches]
-    )
-    return drift_value(distances, reduction)
+    batches = list(batches)
+    return drift_value(all_distances(probe(reference, batches), probe(current, batches)), reduction)
+
+
+def drift_and_losses(
+    reference: torch.nn.Module, current: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+) -> dict[str, float]:
+    """Both drift reductions and both models' alignment losses, from one pass of each model."""
+    batches = list(batches)
+    before, after = probe(reference, batches), probe(current, batches)
+    distances = all_distances(before, after)
+    return {
+        "embedding_drift": drift_value(distances),
+        "embedding_drift_sum_sq": drift_value(distances, "sum_sq"),
+        "alignment_loss": after.loss,
+        "reference_alignment_loss": before.loss,
+    }
