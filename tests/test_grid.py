@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import write_jsonl
@@ -9,7 +11,7 @@ from safetensors.torch import load_file
 
 from vaccine.errors import ConfigError
 from vaccine.experiments.grid import parse_grid
-from vaccine.experiments.run import run_grid
+from vaccine.experiments.run import run_grid, stage_times_path
 from vaccine.experiments.stages import plan_cell
 from vaccine.experiments.store import ResultStore
 from vaccine.finetune import run_finetune
@@ -121,9 +123,13 @@ def test_a_second_run_computes_nothing_and_the_store_has_every_cell(raw_grid):
     assert all(r["curves"]["drift"] and r["cost"]["finetune_step_time_s"] > 0 for r in rows)
     summaries = sorted((grid.out / "finetune").glob("*/summary.json"))
     stamps = [p.stat().st_mtime_ns for p in summaries]
+    timed = [json.loads(line)["stage"] for line in stage_times_path(grid.out).read_text().splitlines()]
+    assert sorted(timed) == ["align"] * 2 + ["evaluate"] * 6 + ["finetune"] * 6 + ["tsne"]
     second = run_grid(grid)
     assert second["computed"] == 0 and second["tsne"] == []
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
+    timed_again = [json.loads(line)["stage"] for line in stage_times_path(grid.out).read_text().splitlines()]
+    assert timed_again[len(timed) :] == ["tsne"]  # only the (skipped) picture check ran
 
 
 def test_resume_after_an_interrupted_stage_equals_an_uninterrupted_run(raw_grid, monkeypatch):

@@ -29,10 +29,12 @@ class FinetuneTrainer(MeteredTrainer):
         context: FinetuneContext | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
         from vaccine.defenses.none import NoDefense
 
-        self.defense = defense if defense is not None else NoDefense()
+        defense = defense if defense is not None else NoDefense()
+        kwargs.setdefault("answer_only_logits", not defense.needs_full_logits)
+        super().__init__(*args, **kwargs)
+        self.defense = defense
         if context is None and type(self.defense).setup is not FinetuneDefense.setup:
             raise ValueError(f"the {self.defense.name} defense needs a FinetuneContext")
         if context is not None:

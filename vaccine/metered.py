@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback
 
+from vaccine.answer_loss import answer_token_loss, output_layer
+
 
 def peak_memory_mb(device: torch.device) -> float:
     """Peak accelerator memory since the last reset, or the process's peak RSS on CPU (what bounds a run)."""
@@ -35,10 +37,16 @@ class _CloseStep(TrainerCallback):
 
 class MeteredTrainer(Trainer):
     """Logs, per optimizer step and averaged over ``logging_steps``: every term passed to :meth:`record`,
-    ``step_time`` (seconds, from fetching the step's batches to the optimizer step) and ``peak_memory_mb``."""
+    ``step_time`` (seconds, from fetching the step's batches to the optimizer step) and ``peak_memory_mb``.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    Training losses run the output layer on answer tokens only (:mod:`vaccine.answer_loss`): the same loss
+    and gradients, a fraction of the head's cost. Pass ``answer_only_logits=False`` when a subclass needs the
+    full logits of the training forward (the KL defense does).
+    """
+
+    def __init__(self, *args: Any, answer_only_logits: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.answer_only_logits = answer_only_logits
         self._window: dict[str, float] = defaultdict(float)
         self._logged: dict[str, list[float]] = defaultdict(list)
         self._window_start = time.perf_counter()
@@ -60,6 +68,26 @@ class MeteredTrainer(Trainer):
         return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
             self.compute_loss_func is not None
         )
+
+    def _uses_answer_only_logits(self, model: torch.nn.Module, inputs: dict[str, Any]) -> bool:
+        """The fast path applies to training steps with plain token labels and the default loss."""
+        plain_loss = self.label_smoother is None and self.compute_loss_func is None
+        return (
+            self.answer_only_logits
+            and model.training
+            and plain_loss
+            and "labels" in inputs
+            and output_layer(model) is not None
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._uses_answer_only_logits(model, inputs):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        count = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        loss, outputs = answer_token_loss(model, inputs, count)
+        if self.args.average_tokens_across_devices and count is not None:
+            loss = loss * self.accelerator.num_processes  # as the Trainer does: gradients are averaged
+        return (loss, outputs) if return_outputs else loss
 
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         self._window_start = time.perf_counter()

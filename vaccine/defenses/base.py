@@ -83,6 +83,7 @@ class FinetuneDefense:
 
     name: ClassVar[str]
     uses_alignment_data: ClassVar[bool] = False
+    needs_full_logits: ClassVar[bool] = False  # penalty() reads every position's logits
 
     def prepare_data(self, records: list[Record], context: FinetuneContext) -> list[Record]:
         """Change the user's fine-tuning set before training (Vlguard mixes safety data in)."""

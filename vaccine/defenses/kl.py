@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ class KL(FinetuneDefense):
     """
 
     lam: float = 1.0
+    needs_full_logits: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.lam < 0:

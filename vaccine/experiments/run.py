@@ -11,6 +11,8 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +33,37 @@ def store_path(grid: GridConfig) -> Path:
     return grid.out / "results.sqlite"
 
 
-def _stage(bar: tqdm, cell_label: str, stage: str) -> None:
+def stage_times_path(out: Path) -> Path:
+    """One JSON line per stage this grid computed: where the wall time of a run went (benchmarks read it)."""
+    return out / "stage_times.jsonl"
+
+
+@contextmanager
+def _stage(bar: tqdm, out: Path, cell_label: str, stage: str) -> Iterator[None]:
+    """Show the stage in the progress bar, and log its wall time once it has finished."""
     bar.set_postfix_str(f"{cell_label}: {stage}")
     log.info("%s: %s", cell_label, stage)
+    started = time.perf_counter()
+    yield
+    row = {"cell": cell_label, "stage": stage, "seconds": round(time.perf_counter() - started, 2)}
+    with open(stage_times_path(out), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
 
 
-def run_cell(plan: CellPlan, bar: tqdm, versions: dict[str, Any]) -> dict[str, Any]:
+def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> dict[str, Any]:
     """Run whatever stages of one cell are not done yet; return its store row."""
     label = f"{plan.cell.method.label} p={plan.cell.p:g} seed={plan.cell.seed}"
     if plan.align is not None and not is_done(plan.align.out):
-        _stage(bar, label, "align")
-        run_alignment(plan.align)
+        with _stage(bar, out, label, "align"):
+            run_alignment(plan.align)
     if not is_done(plan.finetune.out):
-        _stage(bar, label, "finetune")
-        run_finetune(plan.finetune)
+        with _stage(bar, out, label, "finetune"):
+            run_finetune(plan.finetune)
     if plan.evaluate.out.is_file():
         result = json.loads(plan.evaluate.out.read_text(encoding="utf-8"))
     else:
-        _stage(bar, label, "evaluate")
-        result = run_evaluate(plan.evaluate)
+        with _stage(bar, out, label, "evaluate"):
+            result = run_evaluate(plan.evaluate)
     gc.collect()
     return build_row(plan, result, versions)
 
@@ -94,9 +108,12 @@ def run_grid(grid: GridConfig) -> dict[str, Any]:
     started = time.perf_counter()
     with tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"grid {grid.name}", unit="cell") as bar:
         for plan in todo:
-            store.add(run_cell(plan, bar, versions))
+            store.add(run_cell(plan, bar, grid.out, versions))
             bar.update(1)
-    pictures = run_tsne(plans, grid) if grid.tsne["enabled"] else []
+        pictures = []
+        if grid.tsne["enabled"]:
+            with _stage(bar, grid.out, "all methods", "tsne"):
+                pictures = run_tsne(plans, grid)
     return {
         "cells": len(plans),
         "computed": len(todo),
