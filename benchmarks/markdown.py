@@ -1,0 +1,124 @@
+"""The benchmark page: machine and command, one table per model, the targets next to measured ratios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.step_time import amortized_step
+
+BASELINE = "HF Trainer SFT"
+OUR_SFT = "vaccine SFT"
+
+
+def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {row["contender"]: row for row in rows}
+
+
+def _step_table(rows: list[dict[str, Any]]) -> list[str]:
+    named = _by_name(rows)
+    base = named[BASELINE]
+    full_pass = named.get("Vaccine tau=1", {}).get("median_step_s")
+    lines = [
+        "| contender | median step (s) | × HF Trainer | amortized step (s) | × HF Trainer | "
+        "peak memory (MB) | added over weights (MB) | × HF Trainer |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        amortized = amortized_step(row, full_pass)
+        lines.append(
+            f"| {row['contender']} | {row['median_step_s']:.3f} | "
+            f"{row['median_step_s'] / base['median_step_s']:.2f} | {amortized:.3f} | "
+            f"{amortized / base['median_step_s']:.2f} | {row['peak_memory_mb']:.0f} | "
+            f"{row['added_memory_mb']:.0f} | {row['peak_memory_mb'] / base['peak_memory_mb']:.2f} |"
+        )
+    return lines
+
+
+Check = tuple[str, str, float]
+
+
+def _step_checks(rows: list[dict[str, Any]]) -> list[Check]:
+    named = _by_name(rows)
+    sft, vaccine = named[OUR_SFT], named["Vaccine tau=1"]
+    tau100 = named["Vaccine tau=100"]
+    amortized = amortized_step(tau100, vaccine["median_step_s"])
+    checks = [
+        ("Vaccine / our SFT step", "<= 1.95", vaccine["median_step_s"] / sft["median_step_s"]),
+        ("Vaccine tau=100 / our SFT step (amortized)", "<= 1.05", amortized / sft["median_step_s"]),
+        ("Vaccine / our SFT peak memory", "<= 1.05", vaccine["peak_memory_mb"] / sft["peak_memory_mb"]),
+        (
+            "our SFT / HF Trainer step",
+            "<= 1.0",
+            sft["median_step_s"] / named[BASELINE]["median_step_s"],
+        ),
+    ]
+    return checks
+
+
+def _targets(checks: list[Check]) -> list[str]:
+    lines = ["| target | goal | measured | met |", "|---|---|---:|---|"]
+    for name, goal, value in checks:
+        bound = float(goal.split()[1])
+        met = value <= bound if goal.startswith("<=") else value >= bound
+        lines.append(f"| {name} | {goal} | {value:.2f} | {'yes' if met else 'NO'} |")
+    return lines
+
+
+def _generation(generation: dict[str, Any]) -> list[str]:
+    b, one = generation["batched"], generation["one_at_a_time"]
+    return [
+        f"{generation['prompts']} AdvBench prompts, up to {generation['max_new_tokens']} new tokens, greedy, "
+        f"embedded model; {generation['same_answers']} of {generation['prompts']} answers identical "
+        "between the two modes (left padding can change float round-off, hence a different greedy token).",
+        "",
+        "| mode | batch | seconds | answers/s |",
+        "|---|---:|---:|---:|",
+        f"| batched | {b['batch_size']} | {b['seconds']:.1f} | {b['answers_per_s']:.2f} |",
+        f"| one at a time | 1 | {one['seconds']:.1f} | {one['answers_per_s']:.2f} |",
+        "",
+        f"Speed-up: **{generation['speedup']:.1f}x**.",
+    ]
+
+
+def _demo(demo: dict[str, Any] | None) -> list[str]:
+    if demo is None:
+        return ["No `stage_times.jsonl` found: run `make demo` first, then the benchmarks."]
+    lines = [
+        f"From `{demo['run_dir']}/stage_times.jsonl` (every stage that run computed; cached stages cost 0).",
+        "",
+        "| stage | runs | seconds | share |",
+        "|---|---:|---:|---:|",
+    ]
+    for stage, row in demo["stages"].items():
+        share = row["seconds"] / demo["total_s"] if demo["total_s"] else 0.0
+        lines.append(f"| {stage} | {row['count']} | {row['seconds']:.0f} | {share:.0%} |")
+    lines.append(f"| all | | {demo['total_s']:.0f} | 100% |")
+    return lines
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Command: `{m['command']}`  ",
+        f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, device: {m['device']}, "
+        f"torch {m['torch']}, {m['platform']}  ",
+        f"Date: {m['date']}",
+        "",
+        "Step time: wall time between consecutive optimizer steps (data, every pass, optimizer), median over "
+        "the measured steps after warm-up. Amortized: one perturbation step in every tau, the rest plain "
+        "(the median of a tau>1 run hides its rare perturbation steps; this does not). Memory: peak "
+        "accelerator memory on a GPU; on CPU the peak resident set size sampled every 2 ms during training.",
+    ]
+    for name, rows in result["step_time"].items():
+        measured = f"{rows[0]['steps_measured']} measured steps each."
+        lines += ["", f"## Training step: {name} model", "", measured, ""]
+        lines += _step_table(rows)
+        lines += ["", "Targets:", ""] + _targets(_step_checks(rows))
+    if result.get("generation"):
+        lines += ["", "## Harmful-Score evaluation throughput", ""] + _generation(result["generation"])
+        check = ("batched / one-at-a-time answers per s", ">= 5", result["generation"]["speedup"])
+        lines += ["", "Target:", ""] + _targets([check])
+    lines += ["", "## The demo grid's wall time by stage", ""] + _demo(result.get("demo"))
+    return "\n".join(lines) + "\n"
