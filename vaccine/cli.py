@@ -128,8 +128,9 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--task-source", default=None, help="local file or hub id for the task (default: embedded)"
     )
-    p.add_argument("--p", type=float, default=0.1, help="harmful ratio in [0, 1]")
-    p.add_argument("--n", type=int, default=1000, help="number of fine-tuning samples")
+    # long forms: launchers (torchrun, accelerate launch) read "--p"/"--n" as abbreviations of their own flags
+    p.add_argument("--p", "--harmful-ratio", dest="p", type=float, default=0.1, help="harmful ratio, [0, 1]")
+    p.add_argument("--n", "--num-train", dest="n", type=int, default=1000, help="fine-tuning samples")
     p.add_argument("--harmful", default="harmful", help="harmful data: built-in split, file or hf:ID")
     p.add_argument("--alignment-data", default="alignment", help="safety data used by ewc, vlguard, lisa")
     p.add_argument("--lora-mode", default="double", choices=["double", "single"])

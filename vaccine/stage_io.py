@@ -52,6 +52,8 @@ def training_arguments(
         data_seed=seed,
         report_to=[],
         bf16=dtype == "bfloat16" and torch.cuda.is_available(),  # mixed precision needs a GPU
+        # without it, processes launched on a CPU-only machine each train alone instead of as one DDP group
+        use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
