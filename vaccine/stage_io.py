@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +16,8 @@ from vaccine.errors import ModelError
 from vaccine.io import write_json_atomic
 from vaccine.lora import count_parameters, save_adapter
 from vaccine.metered import MeteredTrainer
+
+log = logging.getLogger(__name__)
 
 
 def training_arguments(
@@ -78,10 +82,26 @@ def save_adapter_atomically(model: Any, target: Path) -> Path:
     return target
 
 
+def _is_complete(checkpoint: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last: a checkpoint without a readable one was cut short."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete Trainer checkpoint in ``output_dir``: where a killed run resumes."""
+    """The newest complete Trainer checkpoint in ``output_dir``: where a killed run resumes. Checkpoints a
+    kill cut short are removed (the Trainer would otherwise resume from, or write over, a partial one)."""
     folder = Path(output_dir)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    while folder.is_dir():
+        newest = get_last_checkpoint(str(folder))
+        if newest is None or _is_complete(Path(newest)):
+            return newest
+        log.warning("removing incomplete checkpoint %s (the run was killed while writing it)", newest)
+        shutil.rmtree(newest)
+    return None
 
 
 def train_and_save(trainer: MeteredTrainer, out: Path, **details: Any) -> dict[str, Any]:

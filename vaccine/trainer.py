@@ -2,10 +2,12 @@
 
 On a perturbation step (every ``tau``-th optimizer step, all of them when ``tau=1``):
 
-1. pass 1, inside :meth:`get_batch_samples`, for every micro-batch of the accumulation window: forward,
-   then ``torch.autograd.grad(loss, attention_outputs)``. No parameter gradient is touched and DDP does
-   not all-reduce (``no_sync``). One norm over all layers, all micro-batches (and all ranks) gives
-   eps_l = rho * g_l / ||g||, padding excluded;
+1. pass 1, at the window's first :meth:`training_step`, for every micro-batch of the accumulation window
+   (kept by :meth:`get_batch_samples`): forward, then ``torch.autograd.grad(loss, attention_outputs)``. No
+   parameter gradient is touched and DDP does not all-reduce (``no_sync``). One norm over all layers, all
+   micro-batches (and all ranks) gives eps_l = rho * g_l / ||g||, padding excluded. Not inside
+   ``get_batch_samples`` itself: a resumed Trainer restores the RNG state (LoRA dropout) only after it, so
+   a killed-and-resumed run would perturb differently from an uninterrupted one;
 2. pass 2, in :meth:`training_step`: the Trainer's own step, with eps added to the attention outputs as
    a constant. The optimizer steps on these gradients.
 
@@ -49,6 +51,7 @@ class VaccineTrainer(MeteredTrainer):
         if not isinstance(self.args, VaccineConfig):
             raise TypeError("VaccineTrainer needs a VaccineConfig as `args`")
         self._pending_eps: list[list[torch.Tensor]] = []
+        self._window_batches: tuple[list[dict[str, Any]], Any] | None = None
         self.perturbation_passes = 0
 
     def run_summary(self) -> dict[str, Any]:
@@ -70,8 +73,8 @@ class VaccineTrainer(MeteredTrainer):
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._pending_eps = []
-        if batch_samples and self.is_perturbation_step():
-            self._pending_eps = self._perturbations(batch_samples, num_items_in_batch)
+        perturb = batch_samples and self.is_perturbation_step()
+        self._window_batches = (batch_samples, num_items_in_batch) if perturb else None
         return batch_samples, num_items_in_batch
 
     def _clean_gradients(
@@ -114,7 +117,10 @@ class VaccineTrainer(MeteredTrainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
-        if not self._window_open and self.is_perturbation_step():
+        if self._window_batches is not None:  # the window's first micro-batch: pass 1 for all of them
+            self._pending_eps = self._perturbations(*self._window_batches)
+            self._window_batches = None
+        elif not self._window_open and self.is_perturbation_step():
             # Called outside the Trainer's loop: this micro-batch is the whole window.
             self._pending_eps = self._perturbations([inputs], num_items_in_batch)
         if not self._pending_eps:
