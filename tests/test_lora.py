@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import ARCHS, make_tiny_model
 from peft import PeftModel
+from safetensors.torch import load_file
 
 from vaccine.errors import ConfigError, ModelError
 from vaccine.lora import (
@@ -125,3 +126,12 @@ def test_merge_and_save_need_peft_model(tiny_llama, tmp_path) -> None:
         merge_lora(tiny_llama)
     with pytest.raises(ModelError):
         save_adapter(tiny_llama, tmp_path)
+
+
+def test_pickle_adapter_is_refused_with_an_explanation(tmp_path, tiny_llama) -> None:
+    save_adapter(attach_lora(make_tiny_model("llama"), LoraSettings(r=4)), tmp_path)
+    weights = load_file(tmp_path / "adapter_model.safetensors")
+    torch.save(weights, tmp_path / "adapter_model.bin")
+    (tmp_path / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelError, match=r"pickle file \(adapter_model.bin\).*safetensors only"):
+        load_adapter(tiny_llama, tmp_path)

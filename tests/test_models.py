@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -152,3 +153,20 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(models, "_convert_gguf", fake)
     folder = ensure_embedded_default()
     assert folder == tmp_path / "models" / EMBEDDED_DEFAULT and (folder / CONVERSION_MARKER).is_file()
+
+
+def test_remote_code_never_runs_unless_asked(tiny_model_dir, tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "code-ran"
+    (folder / "modeling_custom.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    try:
+        load_model(folder)
+    except (ModelError, ValueError):
+        pass
+    assert not marker.exists()

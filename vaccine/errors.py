@@ -17,3 +17,7 @@ class ConfigError(VaccineError, ValueError):
 
 class ModelError(VaccineError, ValueError):
     """A model or adapter cannot be found or loaded safely."""
+
+
+class StorageError(VaccineError, OSError):
+    """A result could not be written (disk full, read-only, no permission); earlier results are intact."""

@@ -22,7 +22,7 @@ from vaccine.errors import ConfigError, DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
-from vaccine.judges import get_judge
+from vaccine.judges import check_judge_spec, get_judge
 from vaccine.stage_io import load_merged_model
 from vaccine.tasks import get_task
 
@@ -59,6 +59,7 @@ class EvaluateSpec:
                 raise ConfigError(f"{flag} must be >= 1; got {value}")
         if self.task is not None:
             get_task(self.task)
+        check_judge_spec(self.judge)
 
     def to_dict(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)

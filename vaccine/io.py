@@ -8,20 +8,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vaccine.errors import StorageError
+
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write to a temporary file in the same folder, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise StorageError(f"{path}: cannot write ({err.strerror})") from err
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise StorageError(f"{path}: cannot write ({err.strerror}); the previous file is intact") from err
         raise
     return path
 

@@ -148,8 +148,14 @@ def read_adapter_config(directory: str | os.PathLike[str]) -> dict:
     if not isinstance(config, dict) or config.get("peft_type") != "LORA":
         found = config.get("peft_type") if isinstance(config, dict) else type(config).__name__
         raise ModelError(f"{path}: expected peft_type 'LORA', found {found!r}")
-    if not (Path(directory) / "adapter_model.safetensors").is_file():
-        raise ModelError(f"{Path(directory) / 'adapter_model.safetensors'} not found (safetensors only)")
+    folder = Path(directory)
+    if not (folder / "adapter_model.safetensors").is_file():
+        if (folder / "adapter_model.bin").is_file():
+            raise ModelError(
+                f"{folder}: the adapter is a pickle file (adapter_model.bin), which can run code when loaded; "
+                "vaccine loads safetensors only. Convert it with safetensors.torch.save_file if you trust it."
+            )
+        raise ModelError(f"{folder / 'adapter_model.safetensors'} not found (safetensors only)")
     return config
 
 

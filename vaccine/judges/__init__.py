@@ -52,9 +52,9 @@ def judge_choices() -> list[str]:
     return [f"{name}:<model id or path>" if needs else name for name, (_, needs, _) in JUDGES.items()]
 
 
-def get_judge(spec: str, **kw: Any) -> Judge:
-    """Build a judge from its spec: "default", "refusal", "embedding", "hf-classifier:<id or path>",
-    "guard:<id or path>"; keyword arguments go to the judge (threshold, batch_size, ...)."""
+def check_judge_spec(spec: str) -> tuple[Any, bool, str]:
+    """Validate a judge spec without building the judge (so a typo fails before any model is loaded);
+    returns the factory, whether it takes a model, and that model."""
     name, sep, target = spec.partition(":")
     entry = JUDGES.get(name.strip())
     if entry is None:
@@ -64,7 +64,14 @@ def get_judge(spec: str, **kw: Any) -> Judge:
         raise ConfigError(f"judge '{name}' needs a model: '{name}:<model id or path>'")
     if not needs_target and sep:
         raise ConfigError(f"judge '{name}' takes no ':' argument (got '{spec}')")
-    return factory(target.strip(), **kw) if needs_target else factory(**kw)
+    return factory, needs_target, target.strip()
 
 
-__all__ = ["JUDGES", "BaseJudge", "Judge", "get_judge", "judge_choices"]
+def get_judge(spec: str, **kw: Any) -> Judge:
+    """Build a judge from its spec: "default", "refusal", "embedding", "hf-classifier:<id or path>",
+    "guard:<id or path>"; keyword arguments go to the judge (threshold, batch_size, ...)."""
+    factory, needs_target, target = check_judge_spec(spec)
+    return factory(target, **kw) if needs_target else factory(**kw)
+
+
+__all__ = ["JUDGES", "BaseJudge", "Judge", "check_judge_spec", "get_judge", "judge_choices"]
