@@ -152,7 +152,7 @@ def read_adapter_config(directory: str | os.PathLike[str]) -> dict:
     if not (folder / "adapter_model.safetensors").is_file():
         if (folder / "adapter_model.bin").is_file():
             raise ModelError(
-                f"{folder}: the adapter is a pickle file (adapter_model.bin), which can run code when loaded; "
+                f"{folder}: the adapter is a pickle file (adapter_model.bin), which can run code on load; "
                 "vaccine loads safetensors only. Convert it with safetensors.torch.save_file if you trust it."
             )
         raise ModelError(f"{folder / 'adapter_model.safetensors'} not found (safetensors only)")
