@@ -86,3 +86,13 @@ def test_ddp_finetuning_equals_one_process(tmp_path, tiny_model_dir, data):
     run([*common, "--batch-size", "8", "--out", str(tmp_path / "one")], processes=1)
     run([*common, "--batch-size", "4", "--out", str(tmp_path / "two")], processes=2)
     assert_same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
+def test_accelerate_configs_parse_as_accelerate_configs(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(f"configs/accelerate/{name}")
+    assert config.num_processes == 2 and config.distributed_type.value == name.split(".")[0].upper().replace(
+        "DDP", "MULTI_GPU"
+    )

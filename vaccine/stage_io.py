@@ -110,7 +110,9 @@ def train_and_save(trainer: MeteredTrainer, out: Path, **details: Any) -> dict[s
     checkpoint = last_checkpoint(trainer.args.output_dir)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = save_adapter_atomically(trainer.model, out / "adapter")
+    adapter = out / "adapter"
+    if trainer.is_world_process_zero():  # under DDP every rank holds the same adapter; one writes it
+        save_adapter_atomically(trainer.model, adapter)
     trainable, total = count_parameters(trainer.model)
     summary = {
         **details,
@@ -124,7 +126,9 @@ def train_and_save(trainer: MeteredTrainer, out: Path, **details: Any) -> dict[s
         "total_parameters": total,
         "vaccine_version": __version__,
     }
-    write_json_atomic(out / "summary.json", summary)
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "summary.json", summary)
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the stage's outputs exist
     return summary
 
 
