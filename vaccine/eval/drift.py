@@ -113,11 +113,11 @@ class DriftTracker(TrainerCallback):
         if self._reference is None:
             self.set_reference(model)
         if state.global_step == 0:
-            self._measure(model, 0, state.is_world_process_zero)
+            self._measure(model, 0, getattr(state, "is_world_process_zero", True))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0:
-            self._measure(model, state.global_step, state.is_world_process_zero)
+            self._measure(model, state.global_step, getattr(state, "is_world_process_zero", True))
 
 
 def embedding_drift(
