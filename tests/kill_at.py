@@ -20,25 +20,23 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def die_in(method_name: str, step: int) -> None:
+    """SIGKILL when ``Trainer.<method_name>`` runs at optimizer step ``step``."""
+    original = getattr(Trainer, method_name)
+
+    def patched(self, *args, **kwargs):
+        if self.state.global_step == step:
+            die()
+        return original(self, *args, **kwargs)
+
+    setattr(Trainer, method_name, patched)
+
+
 def arm(point: str, step: int) -> None:
     if point == "step":
-        original = Trainer.training_step
-
-        def training_step(self, *args, **kwargs):
-            if self.state.global_step == step:
-                die()
-            return original(self, *args, **kwargs)
-
-        Trainer.training_step = training_step
+        die_in("training_step", step)
     elif point == "checkpoint":
-        original_rng = Trainer._save_rng_state
-
-        def save_rng_state(self, *args, **kwargs):
-            if self.state.global_step == step:
-                die()
-            return original_rng(self, *args, **kwargs)
-
-        Trainer._save_rng_state = save_rng_state
+        die_in("_save_rng_state", step)  # model and optimizer are written, the trainer state is not
     elif point == "evaluate":
         import vaccine.evaluate
 
