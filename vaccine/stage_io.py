@@ -100,7 +100,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         if newest is None or _is_complete(Path(newest)):
             return newest
         log.warning("removing incomplete checkpoint %s (the run was killed while writing it)", newest)
-        shutil.rmtree(newest)
+        shutil.rmtree(newest, ignore_errors=True)  # another rank may be removing it too
     return None
 
 
