@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers.trainer_utils import get_last_checkpoint
-
 from vaccine import __version__
 from vaccine.errors import ModelError
 from vaccine.io import write_json_atomic
@@ -95,12 +93,18 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest complete Trainer checkpoint in ``output_dir``: where a killed run resumes. Checkpoints a
     kill cut short are removed (the Trainer would otherwise resume from, or write over, a partial one)."""
     folder = Path(output_dir)
-    while folder.is_dir():
-        newest = get_last_checkpoint(str(folder))
-        if newest is None or _is_complete(Path(newest)):
-            return newest
-        log.warning("removing incomplete checkpoint %s (the run was killed while writing it)", newest)
-        shutil.rmtree(newest, ignore_errors=True)  # another rank may be removing it too
+    if not folder.is_dir():
+        return None
+    checkpoints = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for checkpoint in checkpoints:
+        if _is_complete(checkpoint):
+            return str(checkpoint)
+        log.warning("removing incomplete checkpoint %s (the run was killed while writing it)", checkpoint)
+        shutil.rmtree(checkpoint, ignore_errors=True)  # another rank may be removing it too
     return None
 
 
