@@ -121,4 +121,24 @@ def render(result: dict[str, Any]) -> str:
         check = ("batched / one-at-a-time answers per s", ">= 5", result["generation"]["speedup"])
         lines += ["", "Target:", ""] + _targets([check])
     lines += ["", "## The demo grid's wall time by stage", ""] + _demo(result.get("demo"))
+    lines += ["", "## Reading these numbers", ""] + _notes(m)
     return "\n".join(lines) + "\n"
+
+
+def _notes(machine: dict[str, Any]) -> list[str]:
+    notes = [
+        "- Contenders run one after another in one process, in the table's order, on the same data. The "
+        "plain steps of a tau>1 run are SFT steps, so a tau=10/100 median that differs from our SFT's "
+        "shows the measurement's noise, not a speed-up.",
+        "- Our SFT step is cheaper than the plain Trainer's because the output layer runs on answer tokens "
+        "only (`vaccine/answer_loss.py`; same loss and gradients, tested); the smaller the model next to "
+        "its 49k vocabulary, the larger the gain (the tiny model). See docs/profile.md.",
+        "- A Vaccine step is two passes: pass 1 computes the gradient with respect to the attention outputs "
+        "only (no parameter gradients), which is why it costs less than a second SFT step.",
+    ]
+    if machine["device"] == "CPU only":
+        notes.append(
+            "- No GPU was available for this run. On a GPU: `python -m benchmarks --bf16 --batch-size 16 "
+            "--out docs/benchmarks-gpu.md` (memory is then the accelerator's peak allocation)."
+        )
+    return notes

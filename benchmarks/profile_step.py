@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__)
     parser.add_argument("--contender", default="HF Trainer SFT", choices=[c.name for c in CONTENDERS])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)  # as docs/profile.md was measured
     parser.add_argument("--rows", type=int, default=12)
     args = parser.parse_args(argv)
     contender = next(c for c in CONTENDERS if c.name == args.contender)
-    settings = Settings(batch_size=args.batch_size, warmup=0, steps=args.steps)
+    settings = Settings(batch_size=args.batch_size, max_length=256, warmup=0, steps=args.steps)
     base, tokenizer = load_model_and_tokenizer(EMBEDDED_DEFAULT, dtype="float32")
     records = load_records("alignment")[: settings.batch_size * settings.steps]
     set_seed(0)

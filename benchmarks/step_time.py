@@ -47,9 +47,9 @@ CONTENDERS = [
 
 @dataclass
 class Settings:
-    batch_size: int = 8
-    max_length: int = 256
-    warmup: int = 2
+    batch_size: int = 5
+    max_length: int = 160
+    warmup: int = 1
     steps: int = 10
     bf16: bool = False
 
