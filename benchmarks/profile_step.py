@@ -15,7 +15,7 @@ import tempfile
 from torch.profiler import ProfilerActivity, profile
 from transformers import set_seed
 
-from benchmarks.step_time import CONTENDERS, Settings, _arguments, _trainer
+from benchmarks.step_time import CONTENDERS, Settings, benchmark_arguments, build_trainer
 from vaccine.data.sources import load_records
 from vaccine.defenses.base import DataContext
 from vaccine.lora import LoraSettings, attach_lora
@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(0)
     model = attach_lora(copy.deepcopy(base), LoraSettings())
     with tempfile.TemporaryDirectory() as out:
-        trainer = _trainer(
+        trainer = build_trainer(
             contender, model, DataContext(tokenizer, "chat", settings.max_length), records,
-            _arguments(contender, settings, out),
+            benchmark_arguments(settings, out),
         )  # fmt: skip
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             trainer.train()

@@ -76,7 +76,8 @@ class StepClock(TrainerCallback):
         self._passes = passes
 
 
-def _arguments(contender: Contender, settings: Settings, out: str) -> dict[str, Any]:
+def benchmark_arguments(settings: Settings, out: str) -> dict[str, Any]:
+    """The same ``TrainingArguments`` fields for every contender: no checkpoints, no per-step logging cost."""
     args = training_arguments(
         out,
         epochs=1,
@@ -89,7 +90,7 @@ def _arguments(contender: Contender, settings: Settings, out: str) -> dict[str, 
     return args
 
 
-def _trainer(
+def build_trainer(
     contender: Contender,
     model: torch.nn.Module,
     data: DataContext,
@@ -126,7 +127,7 @@ def measure(
     model = attach_lora(copy.deepcopy(base), LoraSettings())
     data = DataContext(tokenizer, "chat", settings.max_length)
     with tempfile.TemporaryDirectory() as out:
-        trainer = _trainer(contender, model, data, records, _arguments(contender, settings, out))
+        trainer = build_trainer(contender, model, data, records, benchmark_arguments(settings, out))
         clock = StepClock()
         clock.trainer = trainer
         trainer.add_callback(clock)
