@@ -91,7 +91,8 @@ class DriftTracker(TrainerCallback):
         device = next(model.parameters()).device
         return probe(model, [_to(b, device) for b in self.batches])
 
-    def _measure(self, model: torch.nn.Module, step: int, write: bool = True) -> None:
+    def _measure(self, model: torch.nn.Module, state: Any) -> None:
+        step = state.global_step
         current = self._probe(model)
         distances = all_distances(self._reference, current)
         row = {
@@ -101,7 +102,8 @@ class DriftTracker(TrainerCallback):
             "drift_sum_sq": drift_value(distances, "sum_sq"),
         }
         self.history.append(row)
-        if self.path is not None and write:  # under DDP, rank 0 writes the file
+        # under DDP, rank 0 writes the file (a state without ranks counts as rank 0)
+        if self.path is not None and getattr(state, "is_world_process_zero", True):
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(row) + "\n")
 
@@ -113,11 +115,11 @@ class DriftTracker(TrainerCallback):
         if self._reference is None:
             self.set_reference(model)
         if state.global_step == 0:
-            self._measure(model, 0, getattr(state, "is_world_process_zero", True))
+            self._measure(model, state)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every > 0 and state.global_step % self.every == 0:
-            self._measure(model, state.global_step, getattr(state, "is_world_process_zero", True))
+            self._measure(model, state)
 
 
 def embedding_drift(
