@@ -1,8 +1,9 @@
-"""DDP on 2 CPU processes (gloo, launched by torchrun) trains the same adapter as 1 process.
+"""DDP and FSDP on 2 CPU processes (gloo) train the same adapter as 1 process.
 
 eps is computed with ONE norm over all ranks (an all-reduce of the squared norms), so 2 ranks with a
-per-device batch of 4 see exactly the perturbation 1 process with a batch of 8 sees. These tests run the real
-CLI in subprocesses, as `accelerate launch`/`torchrun` users do.
+per-device batch of 4 see exactly the perturbation 1 process with a batch of 8 sees. Under FSDP each rank
+holds a shard of every weight, LoRA's included; the adapter is gathered before rank 0 writes it. These tests
+run the real CLI in subprocesses, as `torchrun` and `accelerate launch` users do.
 """
 
 from __future__ import annotations
@@ -10,28 +11,52 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from conftest import write_jsonl
 from safetensors.torch import load_file
 
 LORA = ["--lora-targets", "q_proj,v_proj", "--lora-r", "4", "--lora-dropout", "0"]
 
 
-def run(argv: list[str], processes: int) -> None:
-    launcher = [sys.executable, "-m", "vaccine"]
-    if processes > 1:
-        launcher = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={processes}",
-        ]
-        launcher += ["-m", "vaccine"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(launcher + argv, env=env, capture_output=True, text=True, timeout=300)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_config(name: str, folder: Path) -> Path:
+    """configs/accelerate/<name> as shipped, changed only where CPUs differ: no bf16, CPU processes."""
+    config = yaml.safe_load((REPO / "configs/accelerate" / name).read_text())
+    config.update(mixed_precision="no", use_cpu=True)
+    path = folder / f"cpu-{name}"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def launcher(kind: str, folder: Path) -> list[str]:
+    """``one``: a plain process; ``ddp``: accelerate launch with the DDP config (2 processes); ``fsdp``: with
+    the FSDP config, through tests/fsdp_on_cpu.py, which lets accelerate shard on CPUs; ``fsdp-unpatched``:
+    the FSDP config without it (accelerate then falls back to DDP on CPUs)."""
+    if kind == "one":
+        return [sys.executable, "-m", "vaccine"]
+    config = cpu_config("ddp.yaml" if kind == "ddp" else "fsdp.yaml", folder)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    if kind == "fsdp":
+        return [*accelerate, str(REPO / "tests/fsdp_on_cpu.py")]
+    return [*accelerate, "-m", "vaccine"]
+
+
+def quiet_env() -> dict[str, str]:
+    """One thread per process: 2 processes on 2 cores, not 2 x 2 threads fighting over them."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run(argv: list[str], kind: str, folder: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        launcher(kind, folder) + argv, env=quiet_env(), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def assert_same_adapter(a, b, atol: float):
@@ -64,28 +89,49 @@ def data(tmp_path_factory):
     }
 
 
-def align_argv(model, data, out, batch: int) -> list[str]:
+def align_argv(model, data, out, batch: int, steps: int = 2) -> list[str]:
     return ["align", "--method", "vaccine", "--rho", "1.0", "--model", str(model),
-            "--data", str(data["alignment"]), "--out", str(out), "--max-steps", "2",
-            "--batch-size", str(batch), "--lr", "0.01", *LORA]  # fmt: skip
+            "--data", str(data["alignment"]), "--out", str(out), "--max-steps", str(steps),
+            "--batch-size", str(batch), "--lr", "0.01", "--save-steps", "2", *LORA]  # fmt: skip
 
 
-def test_ddp_alignment_equals_one_process(tmp_path, tiny_model_dir, data):
-    run(align_argv(tiny_model_dir, data, tmp_path / "one", 8), processes=1)
-    run(align_argv(tiny_model_dir, data, tmp_path / "two", 4), processes=2)
-    assert_same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-5)
+def finetune_argv(model, data, aligned, out, batch: int) -> list[str]:
+    return ["finetune", "--model", str(model), "--aligned", str(aligned), "--task", "sst2",
+            "--task-source", str(data["sst2"]), "--harmful", str(data["harmful"]), "--out", str(out),
+            "--harmful-ratio", "0.25", "--num-train", "16", "--max-steps", "2", "--lr", "0.01",
+            "--batch-size", str(batch), "--save-steps", "1", *LORA]  # fmt: skip
 
 
-def test_ddp_finetuning_equals_one_process(tmp_path, tiny_model_dir, data):
-    aligned = tmp_path / "aligned"
-    run(align_argv(tiny_model_dir, data, aligned, 8), processes=1)
-    common = ["finetune", "--model", str(tiny_model_dir), "--aligned", str(aligned), "--task", "sst2",
-              "--task-source", str(data["sst2"]), "--harmful", str(data["harmful"]),
-              "--harmful-ratio", "0.25", "--num-train", "16", "--max-steps", "2", "--lr", "0.01",
-              *LORA]  # fmt: skip
-    run([*common, "--batch-size", "8", "--out", str(tmp_path / "one")], processes=1)
-    run([*common, "--batch-size", "4", "--out", str(tmp_path / "two")], processes=2)
-    assert_same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-5)
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, tiny_model_dir, data):
+    """Alignment and fine-tuning in one process with the global batch (8): what 2 ranks x 4 must match."""
+    root = tmp_path_factory.mktemp("one-process")
+    run(align_argv(tiny_model_dir, data, root / "aligned", 8), "one", root)
+    run(finetune_argv(tiny_model_dir, data, root / "aligned", root / "finetuned", 8), "one", root)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_alignment_on_two_processes_equals_one_process(tmp_path, tiny_model_dir, data, one_process, kind):
+    done = run(align_argv(tiny_model_dir, data, tmp_path / "two", 4), kind, tmp_path)
+    assert_same_adapter(one_process / "aligned", tmp_path / "two", atol=1e-5)
+    assert done.stdout.count('"vaccine_version"') == 1  # one summary, from rank 0
+
+
+@pytest.mark.parametrize("kind", ["ddp", "fsdp"])
+def test_finetuning_on_two_processes_equals_one_process(tmp_path, tiny_model_dir, data, one_process, kind):
+    argv = finetune_argv(tiny_model_dir, data, one_process / "aligned", tmp_path / "two", 4)
+    run(argv, kind, tmp_path)
+    assert_same_adapter(one_process / "finetuned", tmp_path / "two", atol=1e-5)
+    # FSDP really sharded: its checkpoints are distributed (one shard file per rank), DDP's are not
+    sharded = tmp_path / "two" / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0"
+    assert sharded.is_dir() == (kind == "fsdp")
+
+
+def test_fsdp_config_on_cpus_warns_that_it_trains_as_ddp(tmp_path, tiny_model_dir, data, one_process):
+    done = run(align_argv(tiny_model_dir, data, tmp_path / "two", 4), "fsdp-unpatched", tmp_path)
+    assert "an FSDP config was given but accelerate runs MULTI_CPU" in done.stderr
+    assert_same_adapter(one_process / "aligned", tmp_path / "two", atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml"])
@@ -96,3 +142,32 @@ def test_accelerate_configs_parse_as_accelerate_configs(name):
     assert config.num_processes == 2 and config.distributed_type.value == name.split(".")[0].upper().replace(
         "DDP", "MULTI_GPU"
     )
+
+
+def test_fsdp_run_killed_mid_training_resumes_to_the_uninterrupted_adapter(tmp_path, tiny_model_dir, data):
+    """kill -9 during step 3 (of 4) on both ranks; the re-run resumes from the sharded checkpoint-2."""
+    run(align_argv(tiny_model_dir, data, tmp_path / "one", 8, steps=4), "one", tmp_path)
+    argv = align_argv(tiny_model_dir, data, tmp_path / "two", 4, steps=4)
+    kill_during_step_3 = [*launcher("fsdp", tmp_path), "--kill-at", "step", "2", *argv]
+    killed = subprocess.run(kill_during_step_3, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    assert killed.returncode != 0 and not (tmp_path / "two" / "adapter").exists()
+    assert (tmp_path / "two" / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
+    done = run(argv, "fsdp", tmp_path)
+    assert "checkpoint-2" in done.stdout  # the summary's resumed_from
+    assert_same_adapter(tmp_path / "one", tmp_path / "two", atol=1e-5)
+
+
+def test_fsdp_version_1_is_refused_before_training():
+    """FSDP1's flat shards are not DTensors: saving them would write a partial adapter, so it is refused.
+    (accelerate cannot build an FSDP1 plugin without a GPU, so the trainer check runs on a stand-in.)"""
+    from types import SimpleNamespace
+
+    from vaccine.errors import ConfigError
+    from vaccine.metered import MeteredTrainer
+
+    plugin = SimpleNamespace(fsdp_version=1)
+    trainer = SimpleNamespace(
+        is_fsdp_enabled=True, accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
+    )
+    with pytest.raises(ConfigError, match="fsdp_version: 2"):
+        MeteredTrainer._check_fsdp_setup(trainer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,13 @@ from typing import Any
 from .errors import VaccineError
 
 PAPER = "Huang et al., Vaccine, NeurIPS 2024"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """Print a stage's summary as JSON, once: under a launcher (torchrun, accelerate) only rank 0 prints, so
+    the output stays one JSON object that tools like ``jq`` can read."""
+    if os.environ.get("RANK", "0") == "0":
+        print(json.dumps(summary, indent=2))
 
 
 def _add_common_flags(p: argparse.ArgumentParser, *, lr: float, epochs: float) -> None:
@@ -112,7 +120,7 @@ def _align_spec(args: argparse.Namespace):
 def _run_align(args: argparse.Namespace) -> int:
     from .align import run_alignment
 
-    print(json.dumps(run_alignment(_align_spec(args)), indent=2))
+    _print_summary(run_alignment(_align_spec(args)))
     return 0
 
 
@@ -180,7 +188,7 @@ def _finetune_spec(args: argparse.Namespace):
 def _run_finetune(args: argparse.Namespace) -> int:
     from .finetune import run_finetune
 
-    print(json.dumps(run_finetune(_finetune_spec(args)), indent=2))
+    _print_summary(run_finetune(_finetune_spec(args)))
     return 0
 
 

@@ -126,14 +126,40 @@ def merge_lora(model: PeftModel) -> torch.nn.Module:
     return model.merge_and_unload()
 
 
-def save_adapter(model: PeftModel, directory: str | os.PathLike[str]) -> Path:
-    """Save only the adapter (small) as safetensors plus adapter_config.json."""
+def save_adapter(
+    model: PeftModel,
+    directory: str | os.PathLike[str],
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save only the adapter (small) as safetensors plus adapter_config.json. ``weights`` replaces the
+    model's own tensors when those are shards (FSDP): pass ``gather_trainable_weights(model)``."""
     if not isinstance(model, PeftModel):
         raise ModelError("save_adapter needs a model with a LoRA adapter (a PeftModel)")
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
+    model.save_pretrained(str(path), safe_serialization=True, state_dict=weights)
     return path
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True when FSDP2 (``fully_shard``) split the model's parameters across ranks (they are DTensors)."""
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(param, DTensor) for param in model.parameters())
+
+
+def gather_trainable_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole tensor of every trainable (LoRA) parameter, gathered from the FSDP2 shards on all ranks.
+
+    Why not ``accelerator.get_state_dict``: that gathers the frozen base model too (14 GB for a 7B model) to
+    keep a few MB of adapter. This is a collective: every rank must call it, in the same order."""
+    from torch.distributed.tensor import DTensor
+
+    return {
+        name: (param.full_tensor() if isinstance(param, DTensor) else param).detach().cpu()
+        for name, param in model.named_parameters()
+        if param.requires_grad
+    }
 
 
 def read_adapter_config(directory: str | os.PathLike[str]) -> dict:

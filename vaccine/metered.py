@@ -6,6 +6,8 @@ the separate loss terms (clean/perturbed, task/penalty, ...) are logged the same
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
 import time
 from collections import defaultdict
@@ -16,6 +18,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from vaccine.answer_loss import answer_token_loss, output_layer
+from vaccine.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -46,12 +51,31 @@ class MeteredTrainer(Trainer):
 
     def __init__(self, *args: Any, answer_only_logits: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._check_fsdp_setup()
         self.answer_only_logits = answer_only_logits
         self._window: dict[str, float] = defaultdict(float)
         self._logged: dict[str, list[float]] = defaultdict(list)
         self._window_start = time.perf_counter()
         self._window_open = False  # True from get_batch_samples to the end of that optimizer step
         self.add_callback(_CloseStep(self))
+
+    def _check_fsdp_setup(self) -> None:
+        """FSDP as this package supports it: version 2 (``fully_shard``), whose LoRA shards are DTensors that
+        :func:`vaccine.lora.gather_trainable_weights` gathers before saving. FSDP1's flat shards would be
+        saved as a partial adapter, so it is refused. And accelerate builds FSDP only on GPUs: launched with
+        an FSDP config on CPUs, processes silently train as DDP (each holding the whole model); say so."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and plugin is not None and plugin.fsdp_version != 2:
+            raise ConfigError(
+                f"FSDP version {plugin.fsdp_version} is not supported: set `fsdp_version: 2` in the "
+                "accelerate config's fsdp_config (as configs/accelerate/fsdp.yaml does)"
+            )
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not self.is_fsdp_enabled:
+            log.warning(
+                "an FSDP config was given but accelerate runs %s (FSDP needs GPUs): each process holds the "
+                "whole model, as with DDP",
+                self.accelerator.distributed_type.value,
+            )
 
     def run_summary(self) -> dict[str, Any]:
         """Trainer-specific facts for the run's summary.json (e.g. how many perturbation passes ran)."""

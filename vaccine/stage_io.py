@@ -12,7 +12,7 @@ from typing import Any
 from vaccine import __version__
 from vaccine.errors import ModelError
 from vaccine.io import write_json_atomic
-from vaccine.lora import count_parameters, save_adapter
+from vaccine.lora import count_parameters, gather_trainable_weights, is_sharded, save_adapter
 from vaccine.metered import MeteredTrainer
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def training_arguments(
         # without it, processes launched on a CPU-only machine each train alone instead of as one DDP group
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used each step: skip DDP's graph search
         dataloader_pin_memory=torch.cuda.is_available(),
     )
 
@@ -70,11 +71,11 @@ def adapter_dir(path: Path) -> Path:
     return candidate
 
 
-def save_adapter_atomically(model: Any, target: Path) -> Path:
+def save_adapter_atomically(model: Any, target: Path, weights: dict[str, Any] | None = None) -> Path:
     """Write into ``target.partial`` and rename, so ``target`` is always a complete adapter or absent."""
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    save_adapter(model, staging)
+    save_adapter(model, staging, weights)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
@@ -115,8 +116,10 @@ def train_and_save(trainer: MeteredTrainer, out: Path, **details: Any) -> dict[s
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     adapter = out / "adapter"
-    if trainer.is_world_process_zero():  # under DDP every rank holds the same adapter; one writes it
-        save_adapter_atomically(trainer.model, adapter)
+    # under FSDP each rank holds a shard of the adapter: all ranks gather it; under DDP each holds all of it
+    weights = gather_trainable_weights(trainer.model) if is_sharded(trainer.model) else None
+    if trainer.is_world_process_zero():  # one rank writes
+        save_adapter_atomically(trainer.model, adapter, weights)
     trainable, total = count_parameters(trainer.model)
     summary = {
         **details,
