@@ -118,3 +118,11 @@ def test_disk_full_while_writing_a_result_keeps_the_earlier_one(
     assert "result.json: cannot write (No space left on device); the previous file is intact" in err
     assert result.read_bytes() == earlier
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".result")) == []
+
+
+def test_a_grid_under_a_launcher_is_refused(tmp_path, monkeypatch, capsys):
+    """Every rank would evaluate every cell and write the store: refused before anything runs."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", str(tmp_path / "grid.yaml")]) == 2
+    assert "launch its stages instead" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

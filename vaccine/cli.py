@@ -350,9 +350,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_grid(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
     from .experiments.grid import load_grid
     from .experiments.run import run_grid
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would evaluate and write the store
+        raise ConfigError(
+            "`vaccine run` drives a grid from one process; under a launcher, launch its stages instead "
+            "(`accelerate launch -m vaccine align|finetune ...`), see the README's 'Many GPUs'"
+        )
     grid = load_grid(args.config)
     print(json.dumps(run_grid(grid), indent=2))
     if args.report:
