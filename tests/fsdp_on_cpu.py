@@ -22,7 +22,9 @@ _accelerator_state_init = AcceleratorState.__init__
 def _keep_fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
     _accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
     if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-        self.distributed_type = DistributedType.FSDP
+        self.distributed_type = DistributedType.FSDP  # what accelerate does on GPUs, from here on
+        if self._mixed_precision != "no":
+            fsdp_plugin.set_mixed_precision(self._mixed_precision)
         self.fsdp_plugin = fsdp_plugin
 
 

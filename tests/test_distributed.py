@@ -9,11 +9,13 @@ run the real CLI in subprocesses, as `torchrun` and `accelerate launch` users do
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import write_jsonl
 from safetensors.torch import load_file
@@ -24,24 +26,35 @@ LORA = ["--lora-targets", "q_proj,v_proj", "--lora-r", "4", "--lora-dropout", "0
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cpu_config(name: str, folder: Path) -> Path:
-    """configs/accelerate/<name> as shipped, changed only where CPUs differ: no bf16, CPU processes."""
+def cpu_config(name: str, folder: Path, mixed_precision: str = "no") -> Path:
+    """configs/accelerate/<name> as shipped, changed only where CPUs differ: CPU processes, and no bf16
+    unless asked (bf16 rounding would hide the exact agreement with one process)."""
     config = yaml.safe_load((REPO / "configs/accelerate" / name).read_text())
-    config.update(mixed_precision="no", use_cpu=True)
-    path = folder / f"cpu-{name}"
+    config.update(mixed_precision=mixed_precision, use_cpu=True)
+    path = folder / f"cpu-{mixed_precision}-{name}"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
+def free_port() -> int:
+    """A port nobody listens on: launches that follow each other must not meet the last one's socket."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def launcher(kind: str, folder: Path) -> list[str]:
     """``one``: a plain process; ``ddp``: accelerate launch with the DDP config (2 processes); ``fsdp``: with
-    the FSDP config, through tests/fsdp_on_cpu.py, which lets accelerate shard on CPUs; ``fsdp-unpatched``:
-    the FSDP config without it (accelerate then falls back to DDP on CPUs)."""
+    the FSDP config, through tests/fsdp_on_cpu.py, which lets accelerate shard on CPUs; ``fsdp-bf16``: the
+    same with bf16 mixed precision, as shipped; ``fsdp-unpatched``: the FSDP config without the launcher
+    (accelerate then falls back to DDP on CPUs)."""
     if kind == "one":
         return [sys.executable, "-m", "vaccine"]
-    config = cpu_config("ddp.yaml" if kind == "ddp" else "fsdp.yaml", folder)
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
-    if kind == "fsdp":
+    precision = "bf16" if kind.endswith("bf16") else "no"
+    config = cpu_config("ddp.yaml" if kind == "ddp" else "fsdp.yaml", folder, precision)
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                  "--main_process_port", str(free_port())]  # fmt: skip
+    if kind.startswith("fsdp") and kind != "fsdp-unpatched":
         return [*accelerate, str(REPO / "tests/fsdp_on_cpu.py")]
     return [*accelerate, "-m", "vaccine"]
 
@@ -126,6 +139,18 @@ def test_finetuning_on_two_processes_equals_one_process(tmp_path, tiny_model_dir
     # FSDP really sharded: its checkpoints are distributed (one shard file per rank), DDP's are not
     sharded = tmp_path / "two" / "checkpoints" / "checkpoint-2" / "pytorch_model_fsdp_0"
     assert sharded.is_dir() == (kind == "fsdp")
+
+
+def test_fsdp_with_bf16_mixed_precision_trains_close_to_fp32(tmp_path, tiny_model_dir, data, one_process):
+    """The shipped config computes in bf16 (fp32 master weights): the adapter stays fp32 and lands within
+    bf16 rounding of the fp32 one. lora_B starts at zero, so its value is the whole update."""
+    run(align_argv(tiny_model_dir, data, tmp_path / "two", 4), "fsdp-bf16", tmp_path)
+    fp32 = load_file(one_process / "aligned" / "adapter" / "adapter_model.safetensors")
+    bf16 = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    for name in (name for name in fp32 if "lora_B" in name):
+        assert bf16[name].dtype == torch.float32
+        relative = ((bf16[name] - fp32[name]).norm() / fp32[name].norm()).item()
+        assert 0 < relative < 0.1, (name, relative)  # 0: bf16 was not applied at all
 
 
 def test_fsdp_config_on_cpus_warns_that_it_trains_as_ddp(tmp_path, tiny_model_dir, data, one_process):
