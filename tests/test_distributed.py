@@ -196,3 +196,18 @@ def test_fsdp_version_1_is_refused_before_training():
     )
     with pytest.raises(ConfigError, match="fsdp_version: 2"):
         MeteredTrainer._check_fsdp_setup(trainer)
+
+
+def test_the_cli_leaves_the_process_group_when_a_command_ends(tmp_path):
+    """A gloo group left to interpreter shutdown can abort a finished rank: the CLI destroys it."""
+    import torch.distributed as dist
+
+    from vaccine.cli import main
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -423,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """Under a launcher, leave the process group before the interpreter exits: a gloo group left to
+    interpreter shutdown can abort a rank after its work is done ("terminate called without an active
+    exception", pytorch/pytorch#190489), which the launcher reports as a failed run."""
+    distributed = sys.modules.get("torch.distributed")  # not imported: no group to leave
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -434,3 +443,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaccine {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
