@@ -5,7 +5,7 @@
 accelerate builds FSDP only on GPUs: on CPUs its state says MULTI_CPU and the FSDP plugin is dropped. torch's
 ``fully_shard`` itself works on CPU, so this launcher lets accelerate keep the plugin it was given; from there
 on it is accelerate's own code (``fsdp2_prepare_model``, sharded checkpoints) running our trainers, which is
-what a GPU user of configs/accelerate/fsdp.yaml runs, minus NCCL and bf16. ``--kill-at`` SIGKILLs every
+what a GPU user of configs/accelerate/fsdp.yaml runs, minus NCCL. ``--kill-at`` SIGKILLs every
 rank at a point, as tests/kill_at.py does for one process.
 """
 
