@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import VaccineError
+from .errors import ConfigError, VaccineError
 
 PAPER = "Huang et al., Vaccine, NeurIPS 2024"
 
@@ -350,7 +350,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_grid(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .experiments.grid import load_grid
     from .experiments.run import run_grid
 
@@ -374,7 +373,6 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(store: Path, out: Path) -> int:
-    from .errors import ConfigError
     from .experiments.report import build_report
     from .experiments.store import ResultStore
 
