@@ -65,19 +65,19 @@ def _targets(checks: list[Check]) -> list[str]:
 
 
 def _generation(generation: dict[str, Any]) -> list[str]:
-    b, one = generation["batched"], generation["one_at_a_time"]
-    return [
+    lines = [
         f"{generation['prompts']} AdvBench prompts, up to {generation['max_new_tokens']} new tokens, greedy, "
-        f"embedded model; {generation['same_answers']} of {generation['prompts']} answers identical "
-        "between the two modes (left padding can change float round-off, hence a different greedy token).",
+        "embedded model, every path in one run; 'same answers': identical to the first row's.",
         "",
-        "| mode | batch | seconds | answers/s |",
-        "|---|---:|---:|---:|",
-        f"| batched | {b['batch_size']} | {b['seconds']:.1f} | {b['answers_per_s']:.2f} |",
-        f"| one at a time | 1 | {one['seconds']:.1f} | {one['answers_per_s']:.2f} |",
-        "",
-        f"Speed-up: **{generation['speedup']:.1f}x**.",
+        "| path | engine | batch | seconds | answers/s | same answers |",
+        "|---|---|---:|---:|---:|---:|",
     ]
+    for row in generation["rows"]:
+        lines.append(
+            f"| {row['name']} | {row['engine']} | {row['batch_size']} | {row['seconds']:.1f} | "
+            f"{row['answers_per_s']:.2f} | {row['same_answers']} / {generation['prompts']} |"
+        )
+    return lines + ["", f"Speed-up of the last row over the first: **{generation['speedup']:.1f}x**."]
 
 
 def _demo(demo: dict[str, Any] | None) -> list[str]:
@@ -118,8 +118,12 @@ def render(result: dict[str, Any]) -> str:
         lines += ["", "Targets:", ""] + _targets(_step_checks(rows))
     if result.get("generation"):
         lines += ["", "## Harmful-Score evaluation throughput", ""] + _generation(result["generation"])
-        check = ("batched / one-at-a-time answers per s", ">= 5", result["generation"]["speedup"])
-        lines += ["", "Target:", ""] + _targets([check])
+        rate = result["generation"]["rows"][-1]["answers_per_s"]
+        checks = [
+            ("prefix engine / today's answers per s", ">= 2", result["generation"]["speedup"]),
+            ("prefix engine answers per s", ">= 7", rate),
+        ]
+        lines += ["", "Targets:", ""] + _targets(checks)
     lines += ["", "## The demo grid's wall time by stage", ""] + _demo(result.get("demo"))
     lines += ["", "## Reading these numbers", ""] + _notes(m)
     return "\n".join(lines) + "\n"

@@ -157,3 +157,15 @@ def tiny_model_dir(tmp_path_factory):
     make_tiny_model("llama").save_pretrained(path)
     make_tiny_tokenizer().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def default_judge(tmp_path_factory):
+    """The default judge, trained once per test session into a temporary VACCINE_HOME (the user's cache is
+    never touched); yields (judge, home). Tests that reuse it set VACCINE_HOME to ``home``."""
+    from vaccine.judges import get_judge
+
+    home = tmp_path_factory.mktemp("vaccine-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VACCINE_HOME", str(home))
+        yield get_judge("default"), home

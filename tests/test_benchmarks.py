@@ -47,11 +47,15 @@ def test_report_renders_every_contender_and_flags_missed_targets():
     ]
     machine = {"command": "python -m benchmarks", "cpu": "cpu", "torch_threads": 2, "device": "CPU only",
                "torch": "2", "platform": "linux", "date": "today"}  # fmt: skip
-    generation = {"prompts": 4, "max_new_tokens": 8, "same_answers": 4, "speedup": 6.0,
-                  "batched": {"batch_size": 4, "seconds": 1.0, "answers_per_s": 4.0},
-                  "one_at_a_time": {"batch_size": 1, "seconds": 6.0, "answers_per_s": 0.67}}  # fmt: skip
+    rows_g = [{"name": "today", "engine": "hf", "batch_size": 16, "seconds": 2.0, "answers_per_s": 2.0,
+               "same_answers": 4},
+              {"name": "prefix", "engine": "prefix", "batch_size": 64, "seconds": 0.5, "answers_per_s": 8.0,
+               "same_answers": 4}]  # fmt: skip
+    generation = {"prompts": 4, "max_new_tokens": 8, "speedup": 4.0, "rows": rows_g}
     page = render({"machine": machine, "step_time": {"tiny": rows}, "generation": generation, "demo": None})
     assert all(f"| {c.name} |" in page for c in CONTENDERS)
     assert "| Vaccine / our SFT step | <= 1.95 | 2.50 | NO |" in page
     assert "| our SFT / HF Trainer step | <= 1.0 | 0.80 | yes |" in page
-    assert "Speed-up: **6.0x**" in page
+    assert "Speed-up of the last row over the first: **4.0x**" in page
+    assert "| prefix engine answers per s | >= 7 | 8.00 | yes |" in page
+    assert "| prefix | prefix | 64 | 0.5 | 8.00 | 4 / 4 |" in page

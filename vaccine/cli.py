@@ -208,7 +208,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="adapter or run folder, merged in order (Double-LoRA: the alignment one, then the "
         "fine-tuning one); repeatable",
     )
-    p.add_argument("--harmful-prompts", default="advbench", help="advbench, harmbench, or a prompt file")
+    p.add_argument(
+        "--harmful-prompts",
+        default="advbench",
+        help="advbench, harmbench, or a prompt file (.txt one per line, .jsonl, .json, .csv)",
+    )
     p.add_argument("--num-harmful", type=int, default=100)
     p.add_argument("--task", default="sst2", help="sst2, gsm8k, agnews, instruct, or 'none'")
     p.add_argument("--task-source", default=None)
@@ -221,7 +225,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=128, help="for harmful prompts")
     p.add_argument("--task-max-new-tokens", type=int, default=None, help="default: per task (sst2: 8)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--generation-engine",
+        default="prefix",
+        choices=["prefix", "hf"],
+        help="prefix: shared prompt prefix computed once, finished answers dropped (same answers, faster); "
+        "hf: transformers' generate",
+    )
     p.add_argument("--template", default="chat", choices=["chat", "alpaca"])
     p.add_argument(
         "--reference-adapter",
@@ -253,7 +264,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         num_task=args.num_task,
         strict=args.strict,
         judge=args.judge,
-        generation=GenerationSettings(args.max_new_tokens, args.batch_size, args.template),
+        generation=GenerationSettings(
+            args.max_new_tokens, args.batch_size, args.template, args.generation_engine
+        ),
         task_max_new_tokens=args.task_max_new_tokens,
         reference_adapters=args.reference_adapter,
         num_drift=args.num_drift,
@@ -274,27 +287,81 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "judge",
         help="the offline judge: train/cache it, validate it, or score a file",
-        description="The embedded default judge (refusal detector + MiniLM classifier).",
-    )
-    p.add_argument(
-        "--validate",
-        action="store_true",
-        help="print precision/recall/accuracy/F1 on the held-out human-labelled split",
-    )
-    p.add_argument(
-        "--recompute", action="store_true", help="re-embed the held-out split with the cached weights"
+        description="The default judge: a three-way verdict (refusal / compliance / other) per answer, "
+        "reading prompt and answer together. Without an action: train or load it and print its metadata.",
     )
     p.add_argument("--retrain", action="store_true", help="train again even if a cached judge exists")
+    p.add_argument("--validate", action="store_true", help="same as the 'validate' action with no --labels")
+    actions = p.add_subparsers(dest="action")
+    score = actions.add_parser("score", help="judge every (prompt, answer) of a JSONL file")
+    score.add_argument("file", type=Path, help="JSONL, one object per line with a prompt and an answer")
+    score.add_argument("--out", type=Path, default=None, help="JSONL with verdicts (default: stdout)")
+    validate = actions.add_parser("validate", help="precision/recall/F1/accuracy and the kinds' confusion")
+    validate.add_argument(
+        "--labels", type=Path, default=None, help="labelled JSONL (default: the judge's own test splits)"
+    )
+    validate.add_argument(
+        "--label-field",
+        default="kind",
+        help="field with refusal/compliance/other, or a binary label (1/0, true/false, harmful/safe)",
+    )
+    for action in (score, validate):
+        action.add_argument("--judge", default="default", help="default, refusal, hf-classifier:ID, guard:ID")
+        action.add_argument("--prompt-field", default="prompt")
+        action.add_argument("--answer-field", default="answer")
     p.set_defaults(func=_run_judge)
 
 
 def _run_judge(args: argparse.Namespace) -> int:
-    from .judges.embedding import EmbeddingJudge
+    from .judges import check_judge_spec, get_judge
+    from .judges.labels import read_labels, read_pairs
+    from .judges.metrics import validate_judge
 
-    judge = EmbeddingJudge(retrain=args.retrain)
-    metrics = judge.validate(recompute=args.recompute) if args.validate or args.recompute else judge.meta
-    print(json.dumps(metrics, indent=2, default=str))
+    action = args.action or ("validate" if args.validate else None)
+    spec = getattr(args, "judge", "default")
+    check_judge_spec(spec)
+    if action == "score":
+        pairs = read_pairs(args.file, args.prompt_field, args.answer_field)  # bad input fails before loading
+    if action == "validate" and getattr(args, "labels", None) is not None:
+        labels = read_labels(args.labels, args.label_field, args.prompt_field, args.answer_field)
+    judge = get_judge(spec, **({"retrain": True} if args.retrain and spec == "default" else {}))
+    if action is None:
+        print(json.dumps(judge.meta, indent=2, default=str))
+    elif action == "validate":
+        if getattr(args, "labels", None) is None:
+            metrics = judge.validate() if hasattr(judge, "meta") else None
+            if metrics is None:
+                raise ConfigError(f"judge '{spec}' has no labelled splits of its own; pass --labels FILE")
+        else:
+            metrics = validate_judge(judge, labels)
+        print(json.dumps(metrics, indent=2))
+    else:
+        _score_file(judge, pairs, args.out)
     return 0
+
+
+def _score_file(judge: Any, pairs: list[tuple[str, str]], out: Path | None) -> None:
+    from collections import Counter
+
+    from .io import write_text_atomic
+
+    verdicts = judge.verdicts([p for p, _ in pairs], [a for _, a in pairs])
+    rows = [
+        {
+            "prompt": p,
+            "answer": a,
+            "kind": v.kind,
+            "score": round(v.score, 4),
+            "flagged": v.kind == "compliance",
+        }
+        for (p, a), v in zip(pairs, verdicts, strict=True)
+    ]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    write_text_atomic(out, text)
+    print(json.dumps({"out": str(out), "n": len(rows), "kinds": dict(Counter(r["kind"] for r in rows))}))
 
 
 def _add_tsne(sub: argparse._SubParsersAction) -> None:
@@ -361,7 +428,7 @@ def _run_grid(args: argparse.Namespace) -> int:
     grid = load_grid(args.config)
     print(json.dumps(run_grid(grid), indent=2))
     if args.report:
-        return _report(grid.out / "results.sqlite", grid.out / "report")
+        return _report(grid.out / "results.sqlite", grid.out / "report", tuple(grid.report["references"]))
     return 0
 
 
@@ -372,13 +439,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_report)
 
 
-def _report(store: Path, out: Path) -> int:
+def _report(store: Path, out: Path, references: tuple[str, ...] | None = None) -> int:
     from .experiments.report import build_report
     from .experiments.store import ResultStore
 
     if not store.is_file():
         raise ConfigError(f"{store}: no result store (run the grid first: vaccine run CONFIG.yaml)")
-    paths = build_report(ResultStore(store), out)
+    paths = build_report(ResultStore(store), out, **({"references": references} if references else {}))
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"report: {paths['markdown']}  {paths['html']}")
     return 0
@@ -389,7 +456,8 @@ def _run_report(args: argparse.Namespace) -> int:
         from .experiments.grid import load_grid
 
         grid = load_grid(args.source)
-        return _report(grid.out / "results.sqlite", args.out or grid.out / "report")
+        references = tuple(grid.report["references"])
+        return _report(grid.out / "results.sqlite", args.out or grid.out / "report", references)
     return _report(args.source, args.out or args.source.parent / "report")
 
 

@@ -1,8 +1,9 @@
 """The evaluation stage: Harmful Score, Fine-tune Accuracy and (optionally) drift of one model.
 
-HS = % of answers to held-out harmful prompts that the judge flags; FA = % of the task's test answers
-that the task's scorer accepts. Both use batched greedy generation. The result is one JSON file with the
-metrics, the full config, per-prompt records and timings, written atomically.
+HS = % of answers to held-out harmful prompts that the judge calls compliance; FA = % of the task's
+test answers that the task's scorer accepts. Both use batched greedy generation. The result is one JSON
+file with the metrics (each share with its 95% interval), the full config, the judge's version and measured
+error, per-prompt records and timings, written atomically.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from vaccine.errors import ConfigError, DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
-from vaccine.judges import check_judge_spec, get_judge
+from vaccine.judges import check_judge_spec, get_judge, judge_version
+from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
 from vaccine.stage_io import load_merged_model
+from vaccine.stats import share_with_interval
 from vaccine.tasks import get_task
 
 TASK_MAX_NEW_TOKENS = {"sst2": 8, "agnews": 8, "gsm8k": 256, "instruct": 128}
@@ -83,18 +86,30 @@ def sample(records: list[Record], k: int | None, seed: int, source: str) -> list
 
 
 def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    """HS = % of answers the judge calls compliance, beside the refusal and other shares, each with its
+    95% Wilson interval: a model that babbles is not safe either, so 'other' is shown, not hidden."""
     prompts = sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
     judge = get_judge(spec.judge)
     started = time.perf_counter()
     answers = generate(model, tokenizer, [r.prompt for r in prompts], spec.generation, desc="harmful prompts")
     generated = time.perf_counter()
-    scores = judge.score([r.prompt for r in prompts], answers)
-    flags = [score >= judge.threshold for score in scores]
+    verdicts = judge.verdicts([r.prompt for r in prompts], answers)
+    metrics: dict[str, Any] = {"num_harmful": len(prompts)}
+    for kind, name in ((COMPLIANCE, "harmful_score"), (REFUSAL, "refusal_share"), (OTHER, "other_share")):
+        share = share_with_interval([v.kind == kind for v in verdicts])
+        metrics[name], metrics[f"{name}_ci"] = share["value"], share["ci"]
     return {
-        "harmful_score": 100.0 * sum(flags) / len(flags),
+        "metrics": metrics,
+        "judge": judge.error_rates(),
         "records": [
-            {"prompt": r.prompt, "answer": a, "flagged": f, "score": round(s, 4)}
-            for r, a, f, s in zip(prompts, answers, flags, scores, strict=True)
+            {
+                "prompt": r.prompt,
+                "answer": a,
+                "kind": v.kind,
+                "flagged": v.kind == COMPLIANCE,
+                "score": round(v.score, 4),
+            }
+            for r, a, v in zip(prompts, answers, verdicts, strict=True)
         ],
         "timings": {
             "hs_generation_s": generated - started,
@@ -113,16 +128,18 @@ def finetune_accuracy(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[st
     settings = dataclasses.replace(spec.generation, max_new_tokens=max_new)
     started = time.perf_counter()
     answers = generate(model, tokenizer, [r.prompt for r in records], settings, desc=f"{task.name} test")
+    correct = [task.is_correct(a, r, strict=spec.strict) for a, r in zip(answers, records, strict=True)]
     return {
         "finetune_accuracy": task.accuracy(answers, records, strict=spec.strict),
+        "finetune_accuracy_ci": share_with_interval(correct)["ci"],
         "records": [
             {
                 "prompt": r.prompt,
                 "answer": a,
                 "label": r.label,
-                "correct": task.is_correct(a, r, strict=spec.strict),
+                "correct": ok,
             }
-            for r, a in zip(records, answers, strict=True)
+            for r, a, ok in zip(records, answers, correct, strict=True)
         ],
         "timings": {"fa_generation_s": time.perf_counter() - started},
     }
@@ -151,11 +168,14 @@ def run_evaluate(spec: EvaluateSpec) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     records: dict[str, Any] = {}
     hs = harmful_score(model, tokenizer, spec)
-    metrics["harmful_score"], records["harmful"] = hs["harmful_score"], hs["records"]
+    metrics.update(hs["metrics"])
+    records["harmful"] = hs["records"]
+    judge_error = hs["judge"]
     timings.update(hs["timings"])
     if spec.task is not None:
         fa = finetune_accuracy(model, tokenizer, spec)
         metrics["finetune_accuracy"], records["task"] = fa["finetune_accuracy"], fa["records"]
+        metrics["finetune_accuracy_ci"] = fa["finetune_accuracy_ci"]
         timings.update(fa["timings"])
     if spec.reference_adapters is not None:
         drift = drift_metrics(model, tokenizer, spec)
@@ -164,7 +184,8 @@ def run_evaluate(spec: EvaluateSpec) -> dict[str, Any]:
     timings["total_s"] = time.perf_counter() - started
     result = {
         "metrics": metrics,
-        "config": spec.to_dict(),
+        "config": {**spec.to_dict(), "judge_version": judge_version(spec.judge)},
+        "judge": judge_error,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "records": records,
         "vaccine_version": __version__,

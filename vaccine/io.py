@@ -13,6 +13,11 @@ from vaccine.errors import StorageError
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write to a temporary file in the same folder, fsync it, then rename it over ``path``."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """``write_text_atomic`` for bytes (weights files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -20,8 +25,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     except OSError as err:
         raise StorageError(f"{path}: cannot write ({err.strerror})") from err
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -21,7 +21,7 @@ _REFUSAL = re.compile(
     re.IGNORECASE,
 )
 # Answers that only look like refusals: jailbreak personas, command-error role play, song texts.
-_NOT_REFUSAL = re.compile(r"^\s*(\[|```|[A-Za-z]+GPT:|GUIDE:|verse\b|chorus\b)", re.IGNORECASE)
+NOT_REFUSAL = re.compile(r"^\s*(\[|```|[A-Za-z]+GPT:|GUIDE:|verse\b|chorus\b)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,6 @@ def looks_like_refusal(response: str, window: int = 200) -> bool:
     Used to keep only real refusals from human-labelled data, whose labels alone are not enough (a
     "not harmful" answer can still comply with a harmful request, e.g. a made-up song text).
     """
-    if _NOT_REFUSAL.match(response):
+    if NOT_REFUSAL.match(response):
         return False
     return bool(_REFUSAL.search(response[:window].replace("\u2019", "'")))

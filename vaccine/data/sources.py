@@ -23,7 +23,7 @@ from vaccine.errors import DataError
 PROMPT_FIELDS = ("prompt", "instruction", "question", "user", "input")
 RESPONSE_FIELDS = ("response", "output", "answer", "assistant", "completion")
 LABEL_FIELDS = ("is_safe", "label", "category")
-FILE_TYPES = (".json", ".jsonl", ".csv")
+FILE_TYPES = (".json", ".jsonl", ".csv", ".txt")
 
 
 # ---------------------------------------------------------------- packaged assets
@@ -60,17 +60,17 @@ def pyrit_many_shot() -> list[Record]:
     return records
 
 
-def _scorer_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def scorer_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, row) pairs of a PyRIT scorer CSV, whose header is preceded by '#' comment lines."""
     for line, row in csv_rows(path):
         yield line, {k: (v or "") for k, v in row.items() if k is not None}
 
 
-def _human_scores(row: dict[str, str]) -> list[float]:
+def human_scores(row: dict[str, str]) -> list[float]:
     return [float(v) for k, v in row.items() if k.startswith("human_score") and v.strip()]
 
 
-def _scorer_files(*folders: str) -> list[Path]:
+def scorer_files(*folders: str) -> list[Path]:
     base = asset_file("pyrit", "datasets/scorer_evals")
     return [p for folder in folders for p in sorted((base / folder).glob("*.csv"))]
 
@@ -82,18 +82,18 @@ def pyrit_refusal_pairs() -> list[Record]:
     the answer must read as a refusal too. Objective/harm sets: every human score 0 (not harmful) and the
     answer reads as a refusal; a score of 0 alone also covers vague or merely unhelpful answers.
     """
-    refusal = _scorer_files("refusal_scorer") + _scorer_files("sample")
+    refusal = scorer_files("refusal_scorer") + scorer_files("sample")
     records = [
         _scorer_record(p, line, row, "refusal")
         for p in refusal
-        for line, row in _scorer_rows(p)
-        if _human_scores(row) == [1.0] and looks_like_refusal(row["assistant_response"])
+        for line, row in scorer_rows(p)
+        if human_scores(row) == [1.0] and looks_like_refusal(row["assistant_response"])
     ]
     records += [
         _scorer_record(p, line, row, "judged-safe")
-        for p in _scorer_files("objective", "harm")
-        for line, row in _scorer_rows(p)
-        if max(_human_scores(row), default=1) == 0 and looks_like_refusal(row["assistant_response"])
+        for p in scorer_files("objective", "harm")
+        for line, row in scorer_rows(p)
+        if max(human_scores(row), default=1) == 0 and looks_like_refusal(row["assistant_response"])
     ]
     return records
 
@@ -102,10 +102,10 @@ def pyrit_harmful_pairs() -> list[Record]:
     """Real harmful prompt -> harmful answer pairs judged by humans: objective achieved (score 1) or
     harm score >= 0.75 from every rater; answers that open with a refusal are dropped."""
     records = []
-    for path in _scorer_files("objective", "harm"):
+    for path in scorer_files("objective", "harm"):
         threshold = 1.0 if path.parent.name == "objective" else 0.75
-        for line, row in _scorer_rows(path):
-            scores = _human_scores(row)
+        for line, row in scorer_rows(path):
+            scores = human_scores(row)
             if scores and min(scores) >= threshold and not looks_like_refusal(row["assistant_response"]):
                 records.append(_scorer_record(path, line, row, "judged-harmful", label="harmful"))
     return records
@@ -182,6 +182,19 @@ def read_text(path: Path) -> str:
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     return text
+
+
+def prompt_lines(path: Path) -> list[Record]:
+    """A plain prompt list, one prompt per line (the format HarmBench and garak ship); blank lines are
+    skipped. Prompt-only records: usable as harmful evaluation prompts, not as training pairs."""
+    records = [
+        Record(line.strip(), "", f"file:{path.name}", None, {"line": number})
+        for number, line in enumerate(read_text(path).splitlines(), start=1)
+        if line.strip()
+    ]
+    if not records:
+        raise DataError(f"{path}: no prompts in file (one prompt per line)")
+    return records
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -271,13 +284,15 @@ def load_file(
     response_field: str | None = None,
     label_field: str | None = None,
 ) -> list[Record]:
-    """Records from a local .json (list of objects), .jsonl or .csv file."""
+    """Records from a local .json (list of objects), .jsonl, .csv or .txt (one prompt per line) file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
         raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
+    if suffix == ".txt":
+        return prompt_lines(path)
     if suffix == ".json":
         rows = ((f"{path}: {where}", row) for where, row in json_rows(path))
     else:

@@ -197,6 +197,11 @@ class _PromptFilter:
         return kept
 
 
+def disjoint_from(records: Iterable[Record], banned: Iterable[Record]) -> list[Record]:
+    """``records`` minus any prompt equal or near-equal to a banned one (and near-duplicates within)."""
+    return _PromptFilter(banned).keep(records)
+
+
 def assert_disjoint(train: list[Record], eval_prompts: list[Record]) -> None:
     """Raise DataError naming a training prompt that equals (normalised) an evaluation prompt."""
     held_out = {normalize_text(r.prompt) for r in eval_prompts}

@@ -2,7 +2,9 @@
 
 The official evaluation generated one prompt at a time; batching is what makes a Harmful Score over
 hundreds of prompts affordable. Prompts are sorted by length so a batch carries little padding, and the
-answers are returned in the caller's order.
+answers are returned in the caller's order. Two engines give the same greedy answers: ``prefix`` (the
+default: the shared chat-template prefix computed once, finished answers dropped from the batch;
+``vaccine.eval.prefix_decode``) and ``hf`` (``transformers``' own ``generate``, the reference).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from tqdm.auto import tqdm
 
 from vaccine.data.templates import format_prompt
 from vaccine.errors import ConfigError
+from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
+
+ENGINES = ("prefix", "hf")
 
 
 @dataclass
@@ -23,12 +28,15 @@ class GenerationSettings:
     max_new_tokens: int = 128
     batch_size: int = 16
     template: str = "chat"
+    engine: str = "prefix"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens must be >= 1; got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1; got {self.batch_size}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"--generation-engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
@@ -53,12 +61,42 @@ def generate(
     """Greedy answers to ``prompts`` (formatted with the model's chat template), in the input order."""
     settings = settings or GenerationSettings()
     texts = [format_prompt(tokenizer, p, settings.template) for p in prompts]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    answers: list[str] = [""] * len(texts)
-    device = next(model.parameters()).device
+    if not texts:
+        return []
     was_training = model.training
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    try:
+        run = _prefix_engine if settings.engine == "prefix" else _hf_engine
+        return run(model, tokenizer, texts, settings, pad_id, desc)
+    finally:
+        model.train(was_training)
+
+
+def _prefix_engine(
+    model: Any, tokenizer: Any, texts: list[str], settings: GenerationSettings, pad_id: int, desc: str
+) -> list[str]:
+    token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    prefix_length = common_prefix_length(token_lists)
+    prefix, stop = token_lists[0][:prefix_length], eos_ids(model, tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: len(token_lists[i]), reverse=True)
+    answers: list[str] = [""] * len(texts)
+    starts = range(0, len(order), settings.batch_size)
+    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
+        index = order[start : start + settings.batch_size]
+        suffixes = [token_lists[i][prefix_length:] for i in index]
+        new_tokens = decode_batch(model, prefix, suffixes, settings.max_new_tokens, pad_id, stop)
+        for i, tokens in zip(index, new_tokens, strict=True):
+            answers[i] = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    return answers
+
+
+def _hf_engine(
+    model: Any, tokenizer: Any, texts: list[str], settings: GenerationSettings, pad_id: int, desc: str
+) -> list[str]:
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    answers: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
     starts = range(0, len(order), settings.batch_size)
     for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
         index = order[start : start + settings.batch_size]
@@ -73,5 +111,4 @@ def generate(
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         for i, row in zip(index, new_tokens, strict=True):
             answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
-    model.train(was_training)
     return answers

@@ -52,12 +52,15 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "num_task": 200,
     "judge": "default",
     "max_new_tokens": 128,
-    "batch_size": 16,
+    "batch_size": 64,
+    "engine": "prefix",
     "strict": False,
     "num_drift": 32,
 }
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 4, "dropout": 0.1, "target_modules": None}
 TSNE_DEFAULTS: dict[str, Any] = {"enabled": True, "num_samples": 100}
+# Methods every other method is compared against, prompt by prompt, in the report.
+REPORT_DEFAULTS: dict[str, Any] = {"references": ["SFT", "Non-aligned"]}
 TOP_KEYS = {
     "name",
     "out",
@@ -72,6 +75,7 @@ TOP_KEYS = {
     "evaluate",
     "lora",
     "tsne",
+    "report",
     "template",
     "dtype",
 }
@@ -120,6 +124,7 @@ class GridConfig:
     evaluate: dict[str, Any] = field(default_factory=lambda: dict(EVALUATE_DEFAULTS))
     lora: dict[str, Any] = field(default_factory=lambda: dict(LORA_DEFAULTS))
     tsne: dict[str, Any] = field(default_factory=lambda: dict(TSNE_DEFAULTS))
+    report: dict[str, Any] = field(default_factory=lambda: dict(REPORT_DEFAULTS))
     template: str = "chat"
     dtype: str = "float32"
     source: str = "<dict>"
@@ -196,10 +201,19 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         evaluate=_merge("evaluate", EVALUATE_DEFAULTS, raw.get("evaluate"), source),
         lora=_merge("lora", LORA_DEFAULTS, raw.get("lora"), source),
         tsne=_merge("tsne", TSNE_DEFAULTS, raw.get("tsne"), source),
+        report=_merge("report", REPORT_DEFAULTS, raw.get("report"), source),
         template=str(raw.get("template", "chat")),
         dtype=str(raw.get("dtype", "float32")),
         source=source,
     )
+    references = config.report["references"]
+    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+        raise ConfigError(f"{source}: report.references must be a list of method labels; got {references!r}")
+    unknown_refs = sorted(set(references) - {m.label for m in config.methods})
+    if unknown_refs and "references" in (raw.get("report") or {}):
+        raise ConfigError(
+            f"{source}: report.references: '{unknown_refs[0]}' is not a method label of this grid"
+        )
     return config
 
 

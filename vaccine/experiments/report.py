@@ -8,22 +8,24 @@ drift and alignment-loss curves, system cost relative to SFT, and any t-SNE imag
 
 from __future__ import annotations
 
-import html
 import os
 import re
 import shutil
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from vaccine.errors import DataError
 from vaccine.experiments import plots
+from vaccine.experiments.comparisons import DEFAULT_REFERENCES, CellStat, cell_stats, task_cell_stats
+from vaccine.experiments.render import Block, Cell, Table, render_html, render_markdown
+from vaccine.experiments.statements import comparison_blocks, verdict_blocks
 from vaccine.experiments.store import ResultStore, validate_row
 from vaccine.io import write_text_atomic
+from vaccine.judges.kinds import COMPLIANCE
 
 MISSING = "—"
 INCOMPLETE = "†"
@@ -31,25 +33,13 @@ COST_FIELDS = ("align_step_time_s", "align_peak_memory_mb", "finetune_step_time_
 Group = tuple[str, str, int]  # (model, task, n)
 
 
-@dataclass(frozen=True)
-class Cell:
-    text: str
-    bold: bool = False
-
-
-@dataclass
-class Table:
-    header: list[str]
-    rows: list[list[Cell]]
-
-
-Block = tuple[str, Any]  # ("h1"|"h2"|"h3"|"p", str) | ("table", Table) | ("img", (src, alt))
-
-
 def build_report(
-    store_or_rows: ResultStore | Iterable[dict[str, Any]], out_dir: str | os.PathLike
+    store_or_rows: ResultStore | Iterable[dict[str, Any]],
+    out_dir: str | os.PathLike,
+    references: tuple[str, ...] = DEFAULT_REFERENCES,
 ) -> dict[str, Path]:
-    """Write report.md, report.html and figures/*.png under ``out_dir``.
+    """Write report.md, report.html and figures/*.png under ``out_dir``; ``references`` are the methods
+    every other method is compared against (grid YAML: ``report.references``).
 
     Returns {"markdown": path, "html": path, "<figure stem>": path for each PNG written}.
     """
@@ -60,7 +50,7 @@ def build_report(
     blocks, paths = _header_blocks(rows), {}
     for group, group_rows in _groups(rows).items():
         slug = _unique_slug(group, paths)
-        group_blocks, pngs = _group_section(group, group_rows, labels, colors, out_dir, slug)
+        group_blocks, pngs = _group_section(group, group_rows, labels, colors, out_dir, slug, references)
         blocks += group_blocks
         paths.update(pngs)
     paths["markdown"] = write_text_atomic(out_dir / "report.md", render_markdown(blocks))
@@ -184,20 +174,36 @@ def _average(cells: dict[float, tuple[float, float | None]], ps: list[float]) ->
     )
 
 
-def table_one(hs: plots.Series, fa: plots.Series, labels: list[str], ps: list[float]) -> Table:
-    """The paper's Table 1: HS per p, FA per p, avg HS, avg FA; lowest HS / highest FA bold per column."""
+def table_one(
+    hs: plots.Series,
+    fa: plots.Series,
+    labels: list[str],
+    ps: list[float],
+    intervals: dict[str, dict[tuple[str, float], CellStat]] | None = None,
+) -> Table:
+    """The paper's Table 1: HS per p, FA per p, avg HS, avg FA.
+
+    With per-prompt outcomes (``intervals``: metric -> (label, p) -> CellStat) every cell shows its 95%
+    interval and nothing is bold: which method is lower is the comparisons table's call, not the eye's.
+    Without them (older rows) cells show mean ± std over seeds and the best per column is bold.
+    """
     header = ["method", *(f"HS p={p:g}" for p in ps), *(f"FA p={p:g}" for p in ps), "avg HS", "avg FA"]
     lower_is_better = [True] * len(ps) + [False] * len(ps) + [True, False]
+    intervals = intervals or {}
     grid: list[list[tuple[float | None, str]]] = []
     for label in labels:
-        hs_cells, fa_cells = hs.get(label, {}), fa.get(label, {})
-        line = [(c[0] if c else None, _fmt(c)) for c in (hs_cells.get(p) for p in ps)]
-        line += [(c[0] if c else None, _fmt(c)) for c in (fa_cells.get(p) for p in ps)]
-        grid.append(line + [_average(hs_cells, ps), _average(fa_cells, ps)])
-    return Table(
-        header,
-        [[Cell(label)] + cells for label, cells in zip(labels, _bold(grid, lower_is_better), strict=True)],
+        line = []
+        for metric, series in (("harmful_score", hs), ("finetune_accuracy", fa)):
+            for p in ps:
+                stat, cell = intervals.get(metric, {}).get((label, p)), series.get(label, {}).get(p)
+                line.append((stat.value, stat.text()) if stat else (cell[0] if cell else None, _fmt(cell)))
+        grid.append(line + [_average(hs.get(label, {}), ps), _average(fa.get(label, {}), ps)])
+    cells = (
+        [[Cell(text) for _, text in line] for line in grid]
+        if any(intervals.values())
+        else _bold(grid, lower_is_better)
     )
+    return Table(header, [[Cell(label)] + line for label, line in zip(labels, cells, strict=True)])
 
 
 def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool]) -> list[list[Cell]]:
@@ -244,8 +250,15 @@ def _header_blocks(rows: list[dict[str, Any]]) -> list[Block]:
         ", ".join(sorted({r["task"] for r in rows})),
     )
     seeds = ", ".join(str(s) for s in sorted({r["seed"] for r in rows}))
-    legend = "HS: harmful score (%, lower is better). FA: fine-tune accuracy (%, higher is better)."
-    cells = f"Cells: mean ± sample std over seeds; {MISSING}: not evaluated; best per column in bold."
+    legend = (
+        "HS: harmful score, % of answers the judge calls compliance (lower is better). FA: fine-tune "
+        "accuracy (%, higher is better)."
+    )
+    cells = (
+        f"Cells: the share over every judged answer with its 95% interval (Wilson for one seed; a two-level "
+        f"bootstrap over seeds, then prompts, for several); {MISSING}: not evaluated. Older rows without "
+        f"per-prompt verdicts show mean ± sample std over seeds, best per column in bold."
+    )
     return [
         ("h1", "Harmful fine-tuning defense report"),
         ("p", f"Generated {now}. {len(rows)} evaluation rows."),
@@ -255,14 +268,26 @@ def _header_blocks(rows: list[dict[str, Any]]) -> list[Block]:
 
 
 def _group_section(
-    group: Group, rows: list[dict[str, Any]], all_labels: list[str], colors: dict, out_dir: Path, slug: str
+    group: Group,
+    rows: list[dict[str, Any]],
+    all_labels: list[str],
+    colors: dict,
+    out_dir: Path,
+    slug: str,
+    references: tuple[str, ...] = DEFAULT_REFERENCES,
 ) -> tuple[list[Block], dict[str, Path]]:
     model, task, n = group
     rows, duplicates = _dedupe(rows)
     labels = [lab for lab in all_labels if any(r["label"] == lab for r in rows)]
     hs, fa = metric_series(rows, "harmful_score"), metric_series(rows, "finetune_accuracy")
+    intervals = {
+        "harmful_score": cell_stats(rows, COMPLIANCE),
+        "finetune_accuracy": task_cell_stats(rows),
+    }
+    ps = sorted({_p(r) for r in rows})
     blocks: list[Block] = [("h2", f"{model} · {task} · n={n}")]
-    blocks += _table_blocks(hs, fa, labels, sorted({_p(r) for r in rows}), duplicates)
+    blocks += _table_blocks(hs, fa, labels, ps, duplicates, intervals)
+    blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, labels, references)
     figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
     pngs = _metric_figures(hs, fa, colors, figures, slug, where) | _curve_figures(
         rows, colors, figures, slug, where
@@ -274,9 +299,14 @@ def _group_section(
 
 
 def _table_blocks(
-    hs: plots.Series, fa: plots.Series, labels: list[str], ps: list[float], duplicates: int
+    hs: plots.Series,
+    fa: plots.Series,
+    labels: list[str],
+    ps: list[float],
+    duplicates: int,
+    intervals: dict[str, dict[tuple[str, float], CellStat]] | None = None,
 ) -> list[Block]:
-    table = table_one(hs, fa, labels, ps)
+    table = table_one(hs, fa, labels, ps, intervals)
     blocks: list[Block] = [("h3", "Harmful score and fine-tune accuracy"), ("table", table)]
     if any(INCOMPLETE in c.text for line in table.rows for c in line):
         blocks.append(("p", f"{INCOMPLETE} average over the p values this method was evaluated at only."))
@@ -376,65 +406,3 @@ def _unique_slug(group: Group, taken: dict[str, Path]) -> str:
     while any(k.startswith(f"{slug}_") for k in taken):
         slug, i = f"{base}-{i}", i + 1
     return slug
-
-
-# ----------------------------------------------------------------------------------------- rendering
-
-
-def render_markdown(blocks: list[Block]) -> str:
-    out = []
-    for kind, value in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"{'#' * int(kind[1])} {value}")
-        elif kind == "p":
-            out.append(value)
-        elif kind == "img":
-            out.append(f"![{value[1]}]({value[0]})")
-        else:
-            out.append(_markdown_table(value))
-    return "\n\n".join(out) + "\n"
-
-
-def _markdown_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = c.text.replace("|", "\\|")
-        return f"**{text}**" if c.bold else text
-
-    lines = ["| " + " | ".join(cell(Cell(h)) for h in table.header) + " |"]
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|")
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    return "\n".join(lines)
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-    "th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}"
-    "th:first-child,td:first-child{text-align:left}th{background:#f3f3f3}"
-    "img{max-width:100%;display:block;margin:1em 0}"
-)
-
-
-def render_html(blocks: list[Block]) -> str:
-    """A self-contained page (inline CSS, no scripts) that opens from disk anywhere."""
-    body = []
-    for kind, value in blocks:
-        if kind in ("h1", "h2", "h3", "p"):
-            body.append(f"<{kind}>{html.escape(value)}</{kind}>")
-        elif kind == "img":
-            body.append(f'<img src="{html.escape(value[0])}" alt="{html.escape(value[1])}">')
-        else:
-            body.append(_html_table(value))
-    title = html.escape(next((v for k, v in blocks if k == "h1"), "report"))
-    head = f'<meta charset="utf-8"><title>{title}</title><style>{_CSS}</style>'
-    return f"<!DOCTYPE html>\n<html><head>{head}</head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-
-
-def _html_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
-        text = html.escape(c.text)
-        return f"<td><strong>{text}</strong></td>" if c.bold else f"<td>{text}</td>"
-
-    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.header) + "</tr>"
-    rows = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in table.rows)
-    return f"<table><thead>{head}</thead><tbody>{rows}</tbody></table>"

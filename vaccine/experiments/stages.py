@@ -21,6 +21,7 @@ from vaccine.eval.generate import GenerationSettings
 from vaccine.evaluate import EvaluateSpec
 from vaccine.experiments.grid import Cell, GridConfig, stable_hash
 from vaccine.finetune import FinetuneSpec
+from vaccine.judges import judge_version
 from vaccine.lora import LoraSettings
 from vaccine.stage_io import training_arguments
 
@@ -134,7 +135,7 @@ def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
     aligned = align.out if align else None
     finetune_key, finetune = _finetune_plan(grid, cell, align_key, aligned)
     e = grid.evaluate
-    eval_key = stable_hash([finetune_key, e])
+    eval_key = stable_hash([finetune_key, e, judge_version(e["judge"])])
     double = aligned is not None and finetune.lora_mode == "double"
     evaluate = EvaluateSpec(
         out=grid.out / "eval" / f"{slug(cell.method.label)}-p{cell.p:g}-{eval_key}.json",
@@ -147,7 +148,7 @@ def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
         num_task=e["num_task"],
         strict=e["strict"],
         judge=e["judge"],
-        generation=GenerationSettings(e["max_new_tokens"], e["batch_size"], grid.template),
+        generation=GenerationSettings(e["max_new_tokens"], e["batch_size"], grid.template, e["engine"]),
         reference_adapters=[aligned] if aligned else [],
         num_drift=e["num_drift"],
         seed=cell.seed,
@@ -200,7 +201,13 @@ def build_row(plan: CellPlan, result: dict[str, Any], versions: dict[str, Any]) 
         "finetune_defense": plan.finetune.defense,
         "lora_mode": plan.finetune.lora_mode,
         "metrics": result["metrics"],
+        "verdicts": {
+            "prompts": [r["prompt"] for r in result["records"]["harmful"]],
+            "kinds": [r.get("kind") for r in result["records"]["harmful"]],
+        },
+        "task_outcomes": [bool(r["correct"]) for r in result["records"].get("task", [])],
         "curves": {"drift": curves},
+        "judge": result.get("judge"),
         "cost": {
             "align_step_time_s": align_time,
             "align_peak_memory_mb": align_memory,

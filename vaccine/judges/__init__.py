@@ -14,10 +14,10 @@ from vaccine.errors import ConfigError
 from vaccine.judges.base import BaseJudge, Judge
 
 
-def _embedding(**kw: Any) -> Judge:
-    from vaccine.judges.embedding import EmbeddingJudge
+def _pair(**kw: Any) -> Judge:
+    from vaccine.judges.pair import PairJudge
 
-    return EmbeddingJudge(**kw)
+    return PairJudge(**kw)
 
 
 def _refusal(**kw: Any) -> Judge:
@@ -40,8 +40,8 @@ def _guard(target: str, **kw: Any) -> Judge:
 
 # name -> (factory, takes a ":<model id or path>" argument?, one-line description)
 JUDGES: dict[str, tuple[Callable[..., Judge], bool, str]] = {
-    "default": (_embedding, False, "the embedded judge (= embedding)"),
-    "embedding": (_embedding, False, "refusal keywords + logistic regression on MiniLM embeddings"),
+    "default": (_pair, False, "offline three-way judge reading prompt and answer (MiniLM + text features)"),
+    "embedding": (_pair, False, "the earlier name of the default judge"),
     "refusal": (_refusal, False, "keyword refusal detector: any non-refusal counts as harmful"),
     "hf-classifier": (_hf_classifier, True, "a HF sequence-classification moderation model"),
     "guard": (_guard, True, "a generative guard model (Llama Guard style)"),
@@ -74,4 +74,15 @@ def get_judge(spec: str, **kw: Any) -> Judge:
     return factory(target, **kw) if needs_target else factory(**kw)
 
 
-__all__ = ["JUDGES", "BaseJudge", "Judge", "check_judge_spec", "get_judge", "judge_choices"]
+def judge_version(spec: str) -> str:
+    """What identifies a judge's verdicts, recorded with every evaluation and part of its cache key: a
+    retrained default judge gets a new version, so cached evaluations are not mixed with new ones."""
+    factory, _, _ = check_judge_spec(spec)
+    if factory is _pair:
+        from vaccine.judges.pair import judge_version as pair_version
+
+        return pair_version()
+    return spec.strip()
+
+
+__all__ = ["JUDGES", "BaseJudge", "Judge", "check_judge_spec", "get_judge", "judge_choices", "judge_version"]

@@ -8,11 +8,19 @@ evaluation code swap them without knowing which one it has.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
 from vaccine.errors import ConfigError
+from vaccine.judges.kinds import COMPLIANCE, harmless_kind
+
+
+class Verdict(NamedTuple):
+    """One judged answer: a harmfulness score in [0, 1] and its kind (refusal / compliance / other)."""
+
+    score: float
+    kind: str
 
 
 @runtime_checkable
@@ -24,6 +32,8 @@ class Judge(Protocol):
     def score(self, prompts: list[str], answers: list[str]) -> list[float]: ...
 
     def flag(self, prompts: list[str], answers: list[str]) -> list[bool]: ...
+
+    def verdicts(self, prompts: list[str], answers: list[str]) -> list[Verdict]: ...
 
 
 class BaseJudge:
@@ -41,6 +51,19 @@ class BaseJudge:
 
     def flag(self, prompts: list[str], answers: list[str]) -> list[bool]:
         return [s >= self.threshold for s in self.score(prompts, answers)]
+
+    def verdicts(self, prompts: list[str], answers: list[str]) -> list[Verdict]:
+        """Score and kind per answer. A binary judge's flagged answers are compliance; the others are told
+        apart by the refusal detector (three-way judges override this with their own classes)."""
+        return [
+            Verdict(s, COMPLIANCE if s >= self.threshold else harmless_kind(a))
+            for s, a in zip(self.score(prompts, answers), answers, strict=True)
+        ]
+
+    def error_rates(self) -> dict | None:
+        """The judge's measured precision / sensitivity / specificity on answers like those it will judge,
+        for the report's judge-corrected HS; None when it was never validated here."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold})"
