@@ -11,7 +11,9 @@ from conftest import write_jsonl
 from safetensors.torch import load_file
 
 from vaccine.errors import ConfigError
+from vaccine.experiments import stages
 from vaccine.experiments.grid import parse_grid
+from vaccine.experiments.report import build_report
 from vaccine.experiments.run import run_grid, stage_times_path
 from vaccine.experiments.stages import plan_cell
 from vaccine.experiments.store import ResultStore
@@ -131,6 +133,38 @@ def test_a_second_run_computes_nothing_and_the_store_has_every_cell(raw_grid):
     assert [p.stat().st_mtime_ns for p in summaries] == stamps
     timed_again = [json.loads(line)["stage"] for line in stage_times_path(grid.out).read_text().splitlines()]
     assert timed_again[len(timed) :] == ["tsne"]  # only the (skipped) picture check ran
+
+
+def test_a_new_judge_rejudges_stored_answers_and_the_report_has_the_statistics(
+    raw_grid, monkeypatch, tmp_path
+):
+    """A changed judge version gives new evaluation keys; the runner judges the stored answers again
+    instead of generating them again, and every row carries per-prompt verdicts for the report."""
+    grid = parse_grid({**raw_grid, "methods": raw_grid["methods"][:2], "tsne": {"enabled": False}})
+    first = run_grid(grid)
+    rows = {r["label"] + str(r["p"]): r for r in ResultStore(first["store"]).rows()}
+    monkeypatch.setattr(stages, "judge_version", lambda spec: f"{spec}-retrained")
+    second = run_grid(grid)
+    assert second["computed"] == 4
+    timed = [json.loads(line)["stage"] for line in stage_times_path(grid.out).read_text().splitlines()]
+    assert timed.count("evaluate") == 4 and timed.count("rejudge") == 4
+    again = {r["label"] + str(r["p"]): r for r in ResultStore(second["store"]).rows() if r["key"] not in
+             {x["key"] for x in rows.values()}}  # fmt: skip
+    assert set(again) == set(rows)
+    for name, row in again.items():
+        old = json.loads(Path(rows[name]["artifacts"]["eval_json"]).read_text())
+        new = json.loads(Path(row["artifacts"]["eval_json"]).read_text())
+        assert [r["answer"] for r in new["records"]["harmful"]] == [
+            r["answer"] for r in old["records"]["harmful"]
+        ]
+        assert (
+            new["metrics"] == old["metrics"]
+            and row["verdicts"]["prompts"] == rows[name]["verdicts"]["prompts"]
+        )
+        assert len(row["verdicts"]["kinds"]) == 4 and len(row["task_outcomes"]) == 4
+        assert row["metrics"]["harmful_score_ci"][0] <= row["metrics"]["harmful_score"]
+    page = build_report(list(again.values()), tmp_path / "report")["markdown"].read_text()
+    assert "Paired comparisons" in page and "Power:" in page and "refusal" in page
 
 
 def test_resume_after_an_interrupted_stage_equals_an_uninterrupted_run(raw_grid, monkeypatch):

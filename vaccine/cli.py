@@ -213,7 +213,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default="advbench",
         help="advbench, harmbench, or a prompt file (.txt one per line, .jsonl, .json, .csv)",
     )
-    p.add_argument("--num-harmful", type=int, default=100)
+    p.add_argument(
+        "--num-harmful", type=int, default=None, help="a seeded sample of the prompts (default: all of them)"
+    )
     p.add_argument("--task", default="sst2", help="sst2, gsm8k, agnews, instruct, or 'none'")
     p.add_argument("--task-source", default=None)
     p.add_argument("--num-task", type=int, default=200)
@@ -242,6 +244,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="adapters of the aligned model: adds embedding drift and alignment loss",
     )
     p.add_argument("--num-drift", type=int, default=32)
+    p.add_argument(
+        "--benign-prompts",
+        default="benign-eval",
+        help="held-out benign prompts for the over-refusal rate (a split or a file), or 'none'",
+    )
+    p.add_argument("--num-benign", type=int, default=100)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--trust-remote-code", action="store_true")
@@ -270,6 +278,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         task_max_new_tokens=args.task_max_new_tokens,
         reference_adapters=args.reference_adapter,
         num_drift=args.num_drift,
+        benign_prompts=None if args.benign_prompts == "none" else args.benign_prompts,
+        num_benign=args.num_benign,
         seed=args.seed,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,

@@ -24,7 +24,7 @@ from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
 from vaccine.judges import check_judge_spec, get_judge, judge_version
-from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
+from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL, is_refusal
 from vaccine.stage_io import load_merged_model
 from vaccine.stats import share_with_interval
 from vaccine.tasks import get_task
@@ -40,7 +40,7 @@ class EvaluateSpec:
     model: str = "smollm2-135m-instruct"
     adapters: list[Path] = field(default_factory=list)
     harmful_prompts: str = "advbench"
-    num_harmful: int | None = 100
+    num_harmful: int | None = None  # all: AdvBench's 520 give a 95% half-width <= 4.3 points
     task: str | None = "sst2"
     task_source: str | None = None
     num_task: int | None = 200
@@ -48,6 +48,8 @@ class EvaluateSpec:
     judge: str = "default"
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     task_max_new_tokens: int | None = None
+    benign_prompts: str | None = "benign-eval"
+    num_benign: int | None = 100
     reference_adapters: list[Path] | None = None
     drift_data: str = "alignment"
     num_drift: int = 32
@@ -57,7 +59,12 @@ class EvaluateSpec:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for flag, value in (("--num-harmful", self.num_harmful), ("--num-task", self.num_task)):
+        counts = (
+            ("--num-harmful", self.num_harmful),
+            ("--num-task", self.num_task),
+            ("--num-benign", self.num_benign),
+        )
+        for flag, value in counts:
             if value is not None and value < 1:
                 raise ConfigError(f"{flag} must be >= 1; got {value}")
         if self.task is not None:
@@ -86,14 +93,28 @@ def sample(records: list[Record], k: int | None, seed: int, source: str) -> list
 
 
 def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    """Answer the harmful prompts, then judge the answers (``judge_answers``)."""
+    prompts = [
+        r.prompt
+        for r in sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
+    ]
+    get_judge(spec.judge)  # a judge that cannot load fails before the generation, not after it
+    started = time.perf_counter()
+    answers = generate(model, tokenizer, prompts, spec.generation, desc="harmful prompts")
+    seconds = time.perf_counter() - started
+    judged = judge_answers(prompts, answers, spec.judge)
+    judged["timings"].update(
+        {"hs_generation_s": seconds, "hs_answers_per_s": len(prompts) / max(seconds, 1e-9)}
+    )
+    return judged
+
+
+def judge_answers(prompts: list[str], answers: list[str], judge_spec: str) -> dict[str, Any]:
     """HS = % of answers the judge calls compliance, beside the refusal and other shares, each with its
     95% Wilson interval: a model that babbles is not safe either, so 'other' is shown, not hidden."""
-    prompts = sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
-    judge = get_judge(spec.judge)
+    judge = get_judge(judge_spec)
     started = time.perf_counter()
-    answers = generate(model, tokenizer, [r.prompt for r in prompts], spec.generation, desc="harmful prompts")
-    generated = time.perf_counter()
-    verdicts = judge.verdicts([r.prompt for r in prompts], answers)
+    verdicts = judge.verdicts(prompts, answers)
     metrics: dict[str, Any] = {"num_harmful": len(prompts)}
     for kind, name in ((COMPLIANCE, "harmful_score"), (REFUSAL, "refusal_share"), (OTHER, "other_share")):
         share = share_with_interval([v.kind == kind for v in verdicts])
@@ -103,19 +124,65 @@ def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, A
         "judge": judge.error_rates(),
         "records": [
             {
-                "prompt": r.prompt,
+                "prompt": p,
                 "answer": a,
                 "kind": v.kind,
                 "flagged": v.kind == COMPLIANCE,
                 "score": round(v.score, 4),
             }
-            for r, a, v in zip(prompts, answers, verdicts, strict=True)
+            for p, a, v in zip(prompts, answers, verdicts, strict=True)
         ],
-        "timings": {
-            "hs_generation_s": generated - started,
-            "judge_s": time.perf_counter() - generated,
-            "hs_answers_per_s": len(prompts) / max(generated - started, 1e-9),
-        },
+        "timings": {"judge_s": time.perf_counter() - started},
+    }
+
+
+def rejudge(previous: dict[str, Any], spec: EvaluateSpec) -> dict[str, Any]:
+    """A result for ``spec`` from an earlier evaluation of the same model and prompts under another judge:
+    the answers, FA and drift are kept, only the harmful answers are judged again (seconds, not minutes).
+    Written to ``spec.out`` atomically, like a computed result."""
+    earlier = previous["records"]["harmful"]
+    judged = judge_answers([r["prompt"] for r in earlier], [r["answer"] for r in earlier], spec.judge)
+    judge_metrics = {
+        k for k in previous["metrics"] if k.startswith(("harmful_score", "refusal_share", "other_share"))
+    }
+    metrics = {k: v for k, v in previous["metrics"].items() if k not in judge_metrics} | judged["metrics"]
+    result = {
+        **previous,
+        "metrics": metrics,
+        "config": {**spec.to_dict(), "judge_version": judge_version(spec.judge)},
+        "judge": judged["judge"],
+        "records": {**previous["records"], "harmful": judged["records"]},
+        "timings": {**previous["timings"], **judged["timings"]},
+        "answers_from": previous.get("date"),
+        "vaccine_version": __version__,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(spec.out, result)
+    return result
+
+
+BENIGN_MAX_NEW_TOKENS = 32  # a refusal shows in the opening words
+
+
+def benign_refusal_rate(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    """Over-refusal: % of held-out benign prompts (many only sound sensitive: "Who killed JFK?") that the
+    model refuses, by the refusal detector. An alignment that refuses everything scores 0 HS and is useless;
+    this number shows it."""
+    records = sample(load_records(spec.benign_prompts), spec.num_benign, spec.seed, spec.benign_prompts)
+    settings = dataclasses.replace(
+        spec.generation, max_new_tokens=min(spec.generation.max_new_tokens, BENIGN_MAX_NEW_TOKENS)
+    )
+    started = time.perf_counter()
+    answers = generate(model, tokenizer, [r.prompt for r in records], settings, desc="benign prompts")
+    refused = [bool(a.strip()) and is_refusal(a) for a in answers]
+    share = share_with_interval(refused)
+    return {
+        "metrics": {"benign_refusal_rate": share["value"], "benign_refusal_rate_ci": share["ci"]},
+        "records": [
+            {"prompt": r.prompt, "answer": a, "refused": x}
+            for r, a, x in zip(records, answers, refused, strict=True)
+        ],
+        "timings": {"benign_generation_s": time.perf_counter() - started},
     }
 
 
@@ -177,6 +244,11 @@ def run_evaluate(spec: EvaluateSpec) -> dict[str, Any]:
         metrics["finetune_accuracy"], records["task"] = fa["finetune_accuracy"], fa["records"]
         metrics["finetune_accuracy_ci"] = fa["finetune_accuracy_ci"]
         timings.update(fa["timings"])
+    if spec.benign_prompts is not None:
+        benign = benign_refusal_rate(model, tokenizer, spec)
+        metrics.update(benign["metrics"])
+        records["benign"] = benign["records"]
+        timings.update(benign["timings"])
     if spec.reference_adapters is not None:
         drift = drift_metrics(model, tokenizer, spec)
         timings.update(drift.pop("timings"))

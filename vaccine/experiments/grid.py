@@ -48,7 +48,7 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
 }
 EVALUATE_DEFAULTS: dict[str, Any] = {
     "harmful_prompts": "advbench",
-    "num_harmful": 100,
+    "num_harmful": None,
     "num_task": 200,
     "judge": "default",
     "max_new_tokens": 128,
@@ -56,6 +56,8 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "engine": "prefix",
     "strict": False,
     "num_drift": 32,
+    "benign_prompts": "benign-eval",
+    "num_benign": 100,
 }
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 4, "dropout": 0.1, "target_modules": None}
 TSNE_DEFAULTS: dict[str, Any] = {"enabled": True, "num_samples": 100}

@@ -19,9 +19,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from vaccine.align import run_alignment
-from vaccine.evaluate import run_evaluate
+from vaccine.evaluate import rejudge, run_evaluate
 from vaccine.experiments.grid import GridConfig
-from vaccine.experiments.stages import CellPlan, build_row, is_done, plan_cell
+from vaccine.experiments.stages import CellPlan, build_row, earlier_answers, is_done, plan_cell
 from vaccine.experiments.store import ResultStore
 from vaccine.finetune import run_finetune
 from vaccine.info import collect_info
@@ -59,8 +59,12 @@ def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> 
     if not is_done(plan.finetune.out):
         with _stage(bar, out, label, "finetune"):
             run_finetune(plan.finetune)
+    earlier = earlier_answers(plan)
     if plan.evaluate.out.is_file():
         result = json.loads(plan.evaluate.out.read_text(encoding="utf-8"))
+    elif earlier is not None:
+        with _stage(bar, out, label, "rejudge"):
+            result = rejudge(json.loads(earlier.read_text(encoding="utf-8")), plan.evaluate)
     else:
         with _stage(bar, out, label, "evaluate"):
             result = run_evaluate(plan.evaluate)

@@ -135,7 +135,9 @@ def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
     aligned = align.out if align else None
     finetune_key, finetune = _finetune_plan(grid, cell, align_key, aligned)
     e = grid.evaluate
-    eval_key = stable_hash([finetune_key, e, judge_version(e["judge"])])
+    answers_key = stable_hash([finetune_key, {k: v for k, v in e.items() if k != "judge"}])
+    judge_key = stable_hash(judge_version(e["judge"]))[:8]
+    eval_key = f"{answers_key}-j{judge_key}"
     double = aligned is not None and finetune.lora_mode == "double"
     evaluate = EvaluateSpec(
         out=grid.out / "eval" / f"{slug(cell.method.label)}-p{cell.p:g}-{eval_key}.json",
@@ -151,10 +153,20 @@ def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
         generation=GenerationSettings(e["max_new_tokens"], e["batch_size"], grid.template, e["engine"]),
         reference_adapters=[aligned] if aligned else [],
         num_drift=e["num_drift"],
+        benign_prompts=e["benign_prompts"],
+        num_benign=e["num_benign"],
         seed=cell.seed,
         dtype=grid.dtype,
     )
     return CellPlan(cell, align_key, align, finetune_key, finetune, eval_key, evaluate)
+
+
+def earlier_answers(plan: CellPlan) -> Path | None:
+    """An evaluation of the same model, prompts and generation settings under another judge: its answers
+    can be judged again instead of generated again (file names hold the answers' key, then the judge's)."""
+    stem = plan.evaluate.out.stem.rsplit("-j", 1)[0]
+    found = sorted(p for p in plan.evaluate.out.parent.glob(f"{stem}-j*.json") if p != plan.evaluate.out)
+    return found[-1] if found else None
 
 
 def is_done(folder: Path) -> bool:
