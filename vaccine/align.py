@@ -21,9 +21,11 @@ from .data.templates import TEMPLATES
 from .defenses import registry
 from .defenses.base import AlignMethod, DataContext
 from .errors import ConfigError, DataError
+from .eval.generate import GenerationSettings
 from .io import write_json_atomic
 from .lora import LoraSettings, attach_lora
 from .models import load_model_and_tokenizer
+from .self_distill import self_distill
 from .stage_io import train_and_save
 from .trainer import VaccineConfig
 
@@ -49,11 +51,20 @@ class AlignSpec:
     dtype: str = "float32"
     lora: LoraSettings = field(default_factory=LoraSettings)
     trust_remote_code: bool = False
+    helpful_data: str | None = None
+    helpful_share: float = 0.0
+    self_distill_tokens: int = 96
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         if self.num_samples is not None and self.num_samples < 1:
             raise ConfigError(f"--num-samples must be >= 1; got {self.num_samples}")
+        if not 0.0 <= self.helpful_share < 1.0:
+            raise ConfigError(f"--helpful-share must be in [0, 1); got {self.helpful_share}")
+        if self.helpful_share > 0 and (self.helpful_data is None or self.num_samples is None):
+            raise ConfigError("--helpful-share > 0 needs --helpful-data and --num-samples")
+        if self.self_distill_tokens < 1:
+            raise ConfigError(f"--self-distill-tokens must be >= 1; got {self.self_distill_tokens}")
         if self.template not in TEMPLATES:
             raise ConfigError(f"--template must be one of {', '.join(TEMPLATES)}; got {self.template!r}")
         if self.max_length < 8:
@@ -80,16 +91,34 @@ def select_samples(records: list[Record], num_samples: int | None, seed: int, so
     return random.Random(seed).sample(records, num_samples)
 
 
+def alignment_records(spec: AlignSpec, model: Any, tokenizer: Any) -> list[Record]:
+    """The safety pairs, plus (with ``helpful_share``) benign prompts answered by the base model itself,
+    shuffled together: round(num_samples * helpful_share) helpful pairs, the rest safety pairs."""
+    seed = spec.training.seed
+    helpful_count = round((spec.num_samples or 0) * spec.helpful_share)
+    safety_count = None if spec.num_samples is None else spec.num_samples - helpful_count
+    records = select_samples(load_records(spec.data), safety_count, seed, spec.data)
+    if helpful_count == 0:
+        return records
+    helpful = select_samples(load_records(spec.helpful_data), helpful_count, seed, spec.helpful_data)
+    settings = GenerationSettings(spec.self_distill_tokens, batch_size=32, template=spec.template)
+    mixed = records + self_distill(model, tokenizer, helpful, settings, spec.out)
+    random.Random(seed).shuffle(mixed)
+    return mixed
+
+
 def run_alignment(spec: AlignSpec) -> dict[str, Any]:
     """Train the alignment adapter; returns the run summary also written to ``out/summary.json``."""
     set_seed(spec.training.seed)
-    records = select_samples(load_records(spec.data), spec.num_samples, spec.training.seed, spec.data)
     model, tokenizer = load_model_and_tokenizer(
         spec.model, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
     )
+    spec.out.mkdir(parents=True, exist_ok=True)
+    records = alignment_records(spec, model, tokenizer)
+    if spec.helpful_share > 0:
+        set_seed(spec.training.seed)  # the LoRA init does not depend on how long self-distillation ran
     model = attach_lora(model, spec.lora)
     data = DataContext(tokenizer, spec.template, spec.max_length)
-    spec.out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(spec.out / "config.json", spec.to_dict())
     trainer = spec.method_obj.trainer_class(
         model=model,

@@ -88,6 +88,13 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="alignment method: sft, vaccine, repnoise")
     p.add_argument("--data", default="alignment", help="built-in split, local .json/.jsonl/.csv, or hf:ID")
     p.add_argument("--num-samples", type=int, default=None, help="seeded random subset of the data")
+    p.add_argument(
+        "--helpful-data",
+        default=None,
+        help="benign prompts mixed into the alignment data (e.g. 'benign'); the model answers them itself",
+    )
+    p.add_argument("--helpful-share", type=float, default=0.0, help="share of --num-samples that is helpful")
+    p.add_argument("--self-distill-tokens", type=int, default=96, help="length of the self-distilled answers")
     p.add_argument("--rho", type=float, default=None, help="vaccine: perturbation budget (default 2.0)")
     p.add_argument("--tau", type=int, default=None, help="vaccine: perturb every tau-th step (default 1)")
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="a method knob (repeatable)")
@@ -109,6 +116,9 @@ def _align_spec(args: argparse.Namespace):
         model=args.model,
         data=args.data,
         num_samples=args.num_samples,
+        helpful_data=args.helpful_data,
+        helpful_share=args.helpful_share,
+        self_distill_tokens=args.self_distill_tokens,
         template=args.template,
         max_length=args.max_length,
         dtype=args.dtype,

@@ -29,7 +29,13 @@ ALIGN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.1,
     "max_length": 256,
     "save_steps": 20,
+    "helpful_data": None,
+    "helpful_share": 0.0,
+    "self_distill_tokens": 96,
 }
+# Settings added after grids were run: at their default they stay out of the cache key, so the stages of
+# grids run before they existed are still found (a new setting at its default changes nothing).
+LATER_SETTINGS: dict[str, Any] = {"helpful_data": None, "helpful_share": 0.0, "self_distill_tokens": 96}
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "epochs": 20.0,
     "max_steps": -1,
@@ -82,6 +88,11 @@ TOP_KEYS = {
     "dtype",
 }
 METHOD_KEYS = {"label", "align", "finetune"}
+
+
+def key_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A section's settings as they enter a cache key: later settings at their default are left out."""
+    return {k: v for k, v in settings.items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 def stable_hash(obj: Any) -> str:

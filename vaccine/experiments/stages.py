@@ -19,7 +19,7 @@ from transformers import TrainingArguments
 from vaccine.align import AlignSpec
 from vaccine.eval.generate import GenerationSettings
 from vaccine.evaluate import EvaluateSpec
-from vaccine.experiments.grid import Cell, GridConfig, stable_hash
+from vaccine.experiments.grid import Cell, GridConfig, key_settings, stable_hash
 from vaccine.finetune import FinetuneSpec
 from vaccine.judges import judge_version
 from vaccine.lora import LoraSettings
@@ -66,7 +66,15 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
     if cell.method.align is None:
         return None, None
     settings = grid.align
-    inputs = [cell.model, cell.method.align, settings, grid.lora, grid.template, grid.dtype, cell.seed]
+    inputs = [
+        cell.model,
+        cell.method.align,
+        key_settings(settings),
+        grid.lora,
+        grid.template,
+        grid.dtype,
+        cell.seed,
+    ]
     key = stable_hash(inputs)
     out = grid.out / "align" / f"{slug(cell.method.align['method'])}-{key}"
     knobs = {k: v for k, v in cell.method.align.items() if k != "method"}
@@ -77,6 +85,9 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
         model=cell.model,
         data=settings["data"],
         num_samples=settings["num_samples"],
+        helpful_data=settings["helpful_data"],
+        helpful_share=settings["helpful_share"],
+        self_distill_tokens=settings["self_distill_tokens"],
         template=grid.template,
         max_length=settings["max_length"],
         dtype=grid.dtype,
