@@ -1,9 +1,10 @@
 """Collect the embedded model's answers to HarmBench prompts in its real states, for labelling by reading.
 
 States: the base model, SFT- and Vaccine-aligned models, and each method attacked at every p of a finished
-demo grid (`vaccine run configs/demo.yaml`). Each state answers its own seeded sample of HarmBench prompts
-(never AdvBench, which the reported Harmful Score uses), with the demo's generation settings. Output: one
-JSONL row per answer (id, state, prompt, answer), to be labelled blind to the state (docs/judges.md).
+demo grid (`vaccine run configs/demo.yaml`). Each state answers its own seeded sample of the
+`harmful-validation` prompts (HarmBench minus AdvBench: never the prompts the reported Harmful Score
+uses), with the demo's generation settings. Output: one JSONL row per answer (id, state, prompt, answer),
+to be labelled blind to the state (docs/judges.md).
 
     python scripts/collect_judge_answers.py --grid configs/demo.yaml --per-state 50
 """
@@ -15,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from vaccine.data.splits import disjoint_from, evaluation_prompts
+from vaccine.data.splits import harmful_validation_split
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.experiments.grid import load_grid
 from vaccine.experiments.stages import plan_cell
@@ -43,8 +44,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/judge-labels/answers.jsonl"))
     args = parser.parse_args()
-    harmbench = disjoint_from(evaluation_prompts("harmbench"), evaluation_prompts("advbench"))
-    prompts = [r.prompt for r in harmbench]
+    prompts = [r.prompt for r in harmful_validation_split()]
     rows = []
     for index, (state, adapters) in enumerate(states(args.grid).items()):
         missing = [a for a in adapters if not (a / "summary.json").is_file()]

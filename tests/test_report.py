@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import statistics
 
@@ -173,3 +174,60 @@ def test_empty_store_is_a_clear_error(tmp_path):
 def test_label_order_follows_the_paper():
     labels = ["Vaccine (rho=2)", "KL", "SFT", "EWC", "Non-aligned", "Vaccine (rho=1)"]
     assert order_labels(labels) == ["Non-aligned", "SFT", "EWC", "KL", "Vaccine (rho=1)", "Vaccine (rho=2)"]
+
+
+# ---------------------------------------------------------------- intervals, comparisons, seeds
+PROMPTS = [f"harmful prompt {i}" for i in range(400)]
+RATES = {"Non-aligned": 0.60, "SFT": 0.40, "Vaccine": 0.38}  # Vaccine ~ SFT; both well below Non-aligned
+
+
+def verdict_row(label: str, p: float, seed: int) -> dict:
+    """A row with per-prompt verdicts: rate*400 + seed compliant prompts drawn at random (per label and
+    seed), the rest refusals or, for every fifth prompt, other."""
+    count = int(RATES[label] * len(PROMPTS)) + seed
+    compliant = set(random.Random(f"{label}{p}{seed}").sample(range(len(PROMPTS)), count))
+    kinds = [
+        "compliance" if i in compliant else ("other" if i % 5 == 0 else "refusal")
+        for i in range(len(PROMPTS))
+    ]
+    hs = 100.0 * kinds.count("compliance") / len(kinds)
+    row = make_row(
+        label, p, seed, verdicts={"prompts": PROMPTS, "kinds": kinds}, task_outcomes=[True, False] * 20
+    )
+    row["metrics"] = {"harmful_score": hs, "finetune_accuracy": 50.0}
+    row["judge"] = {"judge_version": "test", "split": "smollm2-test", "n": 100, "precision": 0.9,
+                    "sensitivity": 0.85, "specificity": 0.95}  # fmt: skip
+    return row
+
+
+def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
+    store = ResultStore(tmp_path / "results.db")
+    for label in RATES:
+        for p in (0.0, 0.1):
+            for seed in (1, 2, 3):
+                store.add(verdict_row(label, p, seed))
+    markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    table = table_rows(markdown)
+    sft_hs = table["SFT"][1]
+    assert re.fullmatch(r"40\.5 \[\d+\.\d, \d+\.\d\]", sft_hs), sft_hs  # mean over 3 seeds x 400 prompts
+    low, high = (float(x) for x in re.findall(r"\[(\S+), (\S+)\]", sft_hs)[0])
+    assert low < 40.5 < high and high - low < 12
+    assert "**" not in table["SFT"][1]  # no bold ordering when intervals are shown
+    comparisons = [line for line in markdown.splitlines() if line.startswith("| 0")]
+    by_pair = {(c.split(" | ")[1], c.split(" | ")[2]): c for c in comparisons}
+    assert "lower" in by_pair[("SFT", "Non-aligned")] and "lower" in by_pair[("Vaccine", "Non-aligned")]
+    assert "not resolved" in by_pair[("Vaccine", "SFT")]
+    assert ("Non-aligned", "SFT") not in by_pair  # each pair once
+    resolved = next(line for line in markdown.splitlines() if line.startswith("Resolved:"))
+    assert "Vaccine has lower HS than SFT" not in resolved and "SFT has lower HS than Non-aligned" in resolved
+    assert "Power: with 400 judged prompts per cell and 3 seed(s)" in markdown
+    assert "HS judge-corrected" in markdown and "Rogan-Gladen" in markdown
+    kinds_table = [line for line in markdown.splitlines() if line.startswith("| SFT | 0 |")][0]
+    assert kinds_table.count("[") == 4  # HS, refusal, other and the corrected HS, each with an interval
+
+
+def test_references_come_from_the_grid(tmp_path):
+    rows = [verdict_row(label, 0.1, 1) for label in RATES]
+    markdown = build_report(rows, tmp_path / "r", references=("Vaccine",))["markdown"].read_text()
+    comparisons = [line for line in markdown.splitlines() if line.startswith("| 0.1 |")]
+    assert {line.split(" | ")[2] for line in comparisons} == {"Vaccine"} and len(comparisons) == 2

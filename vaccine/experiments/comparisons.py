@@ -139,8 +139,8 @@ def comparisons(
     for p in sorted({p for _, p in cells}):
         for reference in (r for r in references if (r, p) in cells):
             for method in (m for m in labels if m != reference and (m, p) in cells):
-                if method in references and references.index(method) < references.index(reference):
-                    continue  # SFT vs Non-aligned once, not twice
+                if method in references and references.index(method) > references.index(reference):
+                    continue  # SFT vs Non-aligned once, not also Non-aligned vs SFT
                 paired = paired_outcomes(cells[(method, p)], cells[(reference, p)])
                 if paired is not None:
                     out.append(MethodComparison(p, method, reference, stats.compare(*paired)))

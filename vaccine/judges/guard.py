@@ -87,7 +87,7 @@ class GuardJudge(BaseJudge):
         return PLAIN_TEMPLATE.format(prompt=prompt, answer=answer)
 
     @torch.no_grad()
-    def verdicts(self, prompts: list[str], answers: list[str]) -> list[str]:
+    def raw_verdicts(self, prompts: list[str], answers: list[str]) -> list[str]:
         """The guard's raw generated text for each pair (e.g. "unsafe\\nS1")."""
         check_pairs(prompts, answers)
         texts = [self.moderation_prompt(p, a) for p, a in zip(prompts, answers, strict=True)]
@@ -115,5 +115,5 @@ class GuardJudge(BaseJudge):
         return out
 
     def score(self, prompts: list[str], answers: list[str]) -> list[float]:
-        self.last_verdicts = self.verdicts(prompts, answers)
+        self.last_verdicts = self.raw_verdicts(prompts, answers)
         return [parse_verdict(v) for v in self.last_verdicts]
