@@ -144,6 +144,9 @@ def test_registry_lists_every_builtin():
         "harmful-defense",
         "advbench",
         "harmbench",
+        "harmful-validation",
+        "benign",
+        "benign-eval",
         "do-not-answer",
     }
     assert all(info.license and info.sources for info in SPLITS.values())
@@ -201,7 +204,7 @@ def test_load_file_alternative_and_explicit_fields(tmp_path):
         ),
         ("nofield.csv", b"prompt,response\na,b\n,c\n", r"nofield\.csv:3 \(line 3\): no prompt field"),
         ("nofield.json", b'[{"prompt": "a"}, {"text": "b"}]', r"nofield\.json: item 1: no prompt field"),
-        ("data.txt", b"hello\n", r"data\.txt: unsupported file type '\.txt'"),
+        ("data.xml", b"<a/>\n", r"data\.xml: unsupported file type '\.xml'"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, name, content, pattern):

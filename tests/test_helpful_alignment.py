@@ -14,6 +14,7 @@ from vaccine.cli import main
 from vaccine.data.records import Record, normalize_text
 from vaccine.data.sources import load_records
 from vaccine.data.splits import SPLITS, benign_eval_split, benign_split
+from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.self_distill import self_distill
 
@@ -94,7 +95,7 @@ def test_evaluate_reports_the_benign_refusal_rate(tiny_model_dir, tmp_path):
     out = tmp_path / "result.json"
     argv = ["evaluate", "--model", str(tiny_model_dir), "--harmful-prompts", str(prompts), "--task", "none",
             "--judge", "refusal", "--max-new-tokens", "4", "--benign-prompts", str(benign),
-            "--out", str(out)]  # fmt: skip
+            "--num-benign", "5", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["metrics"]["num_harmful"] == 2  # a .txt prompt list, blank line skipped
@@ -108,5 +109,5 @@ def test_prompt_lists_as_plain_text(tmp_path):
     path.write_text("first prompt\n  \nsecond prompt\n", encoding="utf-8")
     assert [r.prompt for r in load_records(str(path))] == ["first prompt", "second prompt"]
     (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
-    with pytest.raises(Exception, match="blank.txt: no prompts in file"):
+    with pytest.raises(DataError, match="blank.txt: file is empty"):
         load_records(str(tmp_path / "blank.txt"))

@@ -47,6 +47,16 @@ def _accepts(model: Any, name: str) -> bool:
     return name in inspect.signature(model.forward).parameters
 
 
+def _cache_argument(model: Any) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.x, per model); use whichever it takes."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
+
+
+def _cache_of(output: Any) -> Any:
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
@@ -65,10 +75,11 @@ def decode_batch(
     device = next(model.parameters()).device
     batch = len(suffixes)
     keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    cache_arg = _cache_argument(model)
     cache = None
     if prefix:
         prefix_ids = torch.tensor([prefix], dtype=torch.long, device=device)
-        cache = model(input_ids=prefix_ids, use_cache=True).past_key_values
+        cache = _cache_of(model(input_ids=prefix_ids, use_cache=True, **keep_last))
         cache.batch_repeat_interleave(batch)
     ids, suffix_mask = _left_pad(suffixes, pad_id, device)
     mask = torch.cat([torch.ones((batch, len(prefix)), dtype=torch.long, device=device), suffix_mask], 1)
@@ -77,11 +88,11 @@ def decode_batch(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
+        **{cache_arg: cache},
         **keep_last,
     )
-    cache, next_token = out.past_key_values, out.logits[:, -1].argmax(-1)
+    cache, next_token = _cache_of(out), out.logits[:, -1].argmax(-1)
     position = positions[:, -1]
     rows = torch.arange(batch, device=device)  # which answer each live batch row belongs to
     answers: list[list[int]] = [[] for _ in range(batch)]
@@ -104,8 +115,8 @@ def decode_batch(
             input_ids=next_token[:, None],
             attention_mask=mask,
             position_ids=position[:, None],
-            past_key_values=cache,
             use_cache=True,
+            **{cache_arg: cache},
         )
-        cache, next_token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        cache, next_token = _cache_of(out), out.logits[:, -1].argmax(-1)
     return answers

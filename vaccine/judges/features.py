@@ -49,6 +49,16 @@ TEXT_FEATURES = (
 )
 
 
+def plain_babble(answer: str) -> bool:
+    """An answer the labelling guide calls 'other' whatever the prompt: empty, only label words
+    ("positive"), or only links. The classifier is not asked about these."""
+    words = set(_words(answer))
+    if not words or words <= LABEL_WORDS:
+        return True
+    url_chars = sum(len(m.group(0)) for m in _URL.finditer(answer))
+    return url_chars >= 0.8 * len(answer.strip())
+
+
 def _words(text: str) -> list[str]:
     return normalize_text(text).split()
 
@@ -87,11 +97,14 @@ def text_features(prompt: str, answer: str) -> list[float]:
     ]
 
 
-def pair_features(prompt_emb: np.ndarray, answer_emb: np.ndarray, texts: np.ndarray) -> np.ndarray:
-    """Rows of [text features, cos(prompt, answer), emb(answer), emb(prompt) * emb(answer)].
+def pair_features(
+    prompt_emb: np.ndarray, answer_emb: np.ndarray, pair_emb: np.ndarray, texts: np.ndarray
+) -> np.ndarray:
+    """Rows of [text features, cos(prompt, answer), emb(answer), emb(prompt) * emb(answer), emb(pair)].
 
     Embeddings are unit vectors, so the cosine is the row-wise dot product; the product vector lets a
-    linear model see *which* topics prompt and answer share, the cosine how much.
+    linear model see *which* topics prompt and answer share, the cosine how much, and the embedding of
+    "prompt [SEP] answer" lets the encoder itself read them together.
     """
     cosine = np.sum(prompt_emb * answer_emb, axis=1, keepdims=True)
-    return np.concatenate([texts, cosine, answer_emb, prompt_emb * answer_emb], axis=1)
+    return np.concatenate([texts, cosine, answer_emb, prompt_emb * answer_emb, pair_emb], axis=1)
