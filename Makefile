@@ -35,12 +35,12 @@ bench: setup
 	$(PY) -m benchmarks
 
 lint: setup
-	$(VENV)/bin/ruff check vaccine tests benchmarks
-	$(VENV)/bin/ruff format --check vaccine tests benchmarks
+	$(VENV)/bin/ruff check vaccine tests benchmarks scripts
+	$(VENV)/bin/ruff format --check vaccine tests benchmarks scripts
 
 format: setup
-	$(VENV)/bin/ruff format vaccine tests benchmarks
-	$(VENV)/bin/ruff check --fix vaccine tests benchmarks
+	$(VENV)/bin/ruff format vaccine tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix vaccine tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

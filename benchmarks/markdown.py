@@ -65,7 +65,14 @@ def _targets(checks: list[Check]) -> list[str]:
 
 
 def _generation(generation: dict[str, Any]) -> list[str]:
-    lines = [
+    measured = generation.get("measured")
+    when = (
+        [f"Measured separately: `{measured['command']}`, {measured['date']}, {measured['cpu']}, "
+         f"{measured['torch_threads']} torch threads.", ""]
+        if measured
+        else []
+    )  # fmt: skip
+    lines = when + [
         f"{generation['prompts']} AdvBench prompts, up to {generation['max_new_tokens']} new tokens, greedy, "
         "embedded model, every path in one run; 'same answers': identical to the first row's.",
         "",

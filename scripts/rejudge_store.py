@@ -25,11 +25,12 @@ def main() -> None:
     parser.add_argument("store", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--judge", default="default")
+    parser.add_argument("--references", default="SFT,Non-aligned", help="methods compared against")
     args = parser.parse_args()
     target = ResultStore(args.out / "results.sqlite")
     for row in ResultStore(args.store).rows():
         previous = json.loads(Path(row["artifacts"]["eval_json"]).read_text(encoding="utf-8"))
-        config = {k: v for k, v in previous["config"].items() if k != "judge_version"}
+        config = {k: v for k, v in previous["config"].items() if k not in ("judge_version", "out")}
         spec = EvaluateSpec(
             **{**config, "generation": GenerationSettings(**config["generation"])},
             out=args.out / "eval" / Path(row["artifacts"]["eval_json"]).name,
@@ -48,12 +49,12 @@ def main() -> None:
                     "kinds": [r["kind"] for r in harmful],
                 },
                 "task_outcomes": [bool(r["correct"]) for r in result["records"].get("task", [])],
-                "artifacts": {**row["artifacts"], "eval_json": str(spec.out)},
+                "artifacts": {"eval_json": str(spec.out)},  # pictures of the old run are not carried over
             }
         )
         before, after = row["metrics"]["harmful_score"], result["metrics"]["harmful_score"]
         print(f"{row['label']} p={row['p']:g}: HS {before:.1f} -> {after:.1f}")
-    paths = build_report(target, args.out / "report")
+    paths = build_report(target, args.out / "report", tuple(args.references.split(",")))
     print(f"report: {paths['markdown']}")
 
 

@@ -23,7 +23,7 @@ from vaccine.errors import ConfigError, DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
-from vaccine.judges import check_judge_spec, get_judge, judge_version
+from vaccine.judges import Judge, check_judge_spec, get_judge, judge_version
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL, is_refusal
 from vaccine.stage_io import load_merged_model
 from vaccine.stats import share_with_interval
@@ -98,21 +98,20 @@ def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, A
         r.prompt
         for r in sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
     ]
-    get_judge(spec.judge)  # a judge that cannot load fails before the generation, not after it
+    judge = get_judge(spec.judge)  # a judge that cannot load fails before the generation, not after it
     started = time.perf_counter()
     answers = generate(model, tokenizer, prompts, spec.generation, desc="harmful prompts")
     seconds = time.perf_counter() - started
-    judged = judge_answers(prompts, answers, spec.judge)
+    judged = judge_answers(prompts, answers, judge)
     judged["timings"].update(
         {"hs_generation_s": seconds, "hs_answers_per_s": len(prompts) / max(seconds, 1e-9)}
     )
     return judged
 
 
-def judge_answers(prompts: list[str], answers: list[str], judge_spec: str) -> dict[str, Any]:
+def judge_answers(prompts: list[str], answers: list[str], judge: Judge) -> dict[str, Any]:
     """HS = % of answers the judge calls compliance, beside the refusal and other shares, each with its
     95% Wilson interval: a model that babbles is not safe either, so 'other' is shown, not hidden."""
-    judge = get_judge(judge_spec)
     started = time.perf_counter()
     verdicts = judge.verdicts(prompts, answers)
     metrics: dict[str, Any] = {"num_harmful": len(prompts)}
@@ -141,7 +140,9 @@ def rejudge(previous: dict[str, Any], spec: EvaluateSpec) -> dict[str, Any]:
     the answers, FA and drift are kept, only the harmful answers are judged again (seconds, not minutes).
     Written to ``spec.out`` atomically, like a computed result."""
     earlier = previous["records"]["harmful"]
-    judged = judge_answers([r["prompt"] for r in earlier], [r["answer"] for r in earlier], spec.judge)
+    judged = judge_answers(
+        [r["prompt"] for r in earlier], [r["answer"] for r in earlier], get_judge(spec.judge)
+    )
     judge_metrics = {
         k for k in previous["metrics"] if k.startswith(("harmful_score", "refusal_share", "other_share"))
     }

@@ -8,6 +8,7 @@ on every machine. Every builder here is deterministic (seeded by prompt text, no
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
 from collections.abc import Callable, Iterable
@@ -181,8 +182,13 @@ class _PromptFilter:
             self._index(record.prompt)
 
     def _near(self, prompt: str) -> bool:
+        """Prefix filtering: a prompt with Jaccard >= t to this one holds at least ceil(t * |W|) of its
+        words W, so it holds one of any |W| - ceil(t * |W|) + 1 of them; looking up only the rarest ones
+        finds every near-duplicate without scanning the posting lists of words like "what"."""
         words = word_set(prompt)
-        candidates = {i for w in words for i in self.by_word.get(w, ())}
+        needed = len(words) - math.ceil(NEAR_DUPLICATE * len(words) - 1e-9) + 1
+        rarest = sorted(words, key=lambda w: len(self.by_word.get(w, ())))[: max(needed, 1)]
+        candidates = {i for w in rarest for i in self.by_word.get(w, ())}
         return any(jaccard(words, self.sets[i]) >= NEAR_DUPLICATE for i in candidates)
 
     def _index(self, prompt: str) -> None:

@@ -160,8 +160,8 @@ def power_statement(rows: list[dict[str, Any]], baseline: float) -> str | None:
         f"and p), "
         f"an HS difference of {mdd:.1f} points from a {baseline:.0f}% baseline is detected with 80% power at "
         f"alpha 0.05 (two-proportion test; pairing adds power when answers correlate, seed-to-seed variation "
-        f"removes some). A 'not resolved' below means: no difference of that size or larger was shown, not "
-        f"that there is none."
+        f"removes some). A 'not resolved' verdict means: no difference was shown; differences smaller "
+        f"than this can easily go unseen."
     )
 
 

@@ -103,7 +103,9 @@ def comparison_blocks(
             "p",
             "HS(method) - HS(vs) in points; interval: paired bootstrap over prompts (and seeds, two levels, "
             "when there are several); p: exact McNemar test on the discordant prompts. The verdict reads the "
-            "interval: lower / higher when it excludes 0, otherwise not resolved.",
+            "interval: lower / higher when it excludes 0, otherwise not resolved. Each interval holds 95% "
+            "on its own; with many comparisons, about one in twenty may exclude 0 by chance (no "
+            "multiplicity correction), so a verdict whose interval barely excludes 0 is weak evidence.",
         ),
         ("table", Table(header, table_rows)),
         ("p", summary_sentence(found)),

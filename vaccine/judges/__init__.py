@@ -7,17 +7,28 @@ of a hard-coded model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from vaccine.errors import ConfigError
 from vaccine.judges.base import BaseJudge, Judge
+from vaccine.paths import vaccine_home
 
 
 def _pair(**kw: Any) -> Judge:
     from vaccine.judges.pair import PairJudge
 
-    return PairJudge(**kw)
+    return PairJudge(**kw) if kw else _loaded_pair(str(vaccine_home()))
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded_pair(home: str) -> Judge:
+    """One default judge per process (and cache folder): a grid evaluates many cells, and loading checks
+    the training data's hash, which takes seconds."""
+    from vaccine.judges.pair import PairJudge
+
+    return PairJudge()
 
 
 def _refusal(**kw: Any) -> Judge:
