@@ -31,16 +31,30 @@ def label_colors(labels: Sequence[str]) -> dict[str, Any]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
 
-def metric_vs_p(series: Series, colors: dict[str, Any], path: Path, ylabel: str, title: str) -> Path:
-    """One line per label over the harmful ratio, with seed std as error bars where there is one."""
+def metric_vs_p(
+    series: Series,
+    colors: dict[str, Any],
+    path: Path,
+    ylabel: str,
+    title: str,
+    intervals: dict[tuple[str, float], tuple[float, float]] | None = None,
+) -> Path:
+    """One line per label over the harmful ratio. Error bars: the cell's 95% interval where one is given
+    ((label, p) -> (low, high)), else the seed std where there is one."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    intervals = intervals or {}
     for label in _ordered(series, colors):
         cells = series[label]
         ps = sorted(cells)
         means = [cells[p][0] for p in ps]
-        stds = [cells[p][1] or 0.0 for p in ps]
+        below, above = [], []
+        for p, mean in zip(ps, means, strict=True):
+            low, high = intervals.get((label, p), (mean - (cells[p][1] or 0.0), mean + (cells[p][1] or 0.0)))
+            below.append(max(mean - low, 0.0))
+            above.append(max(high - mean, 0.0))
         xs = [100.0 * p for p in ps]
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, color=colors.get(label, "gray"), label=label)
+        color = colors.get(label, "gray")
+        ax.errorbar(xs, means, yerr=[below, above], marker="o", capsize=3, color=color, label=label)
     ax.set_xlabel("harmful ratio p (%)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -289,7 +289,7 @@ def _group_section(
     blocks += _table_blocks(hs, fa, labels, ps, duplicates, intervals)
     blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, labels, references)
     figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
-    pngs = _metric_figures(hs, fa, colors, figures, slug, where) | _curve_figures(
+    pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where
     )
     blocks += [("img", (_rel(path, out_dir), name.removeprefix(f"{slug}_"))) for name, path in pngs.items()]
@@ -317,16 +317,26 @@ def _table_blocks(
 
 
 def _metric_figures(
-    hs: plots.Series, fa: plots.Series, colors: dict, figures: Path, slug: str, where: str
+    hs: plots.Series,
+    fa: plots.Series,
+    colors: dict,
+    figures: Path,
+    slug: str,
+    where: str,
+    intervals: dict[str, dict[tuple[str, float], CellStat]] | None = None,
 ) -> dict[str, Path]:
     out = {}
-    for name, series, ylabel, title in (
-        ("hs_vs_p", hs, "harmful score (%)", "Harmful score vs p"),
-        ("fa_vs_p", fa, "fine-tune accuracy (%)", "Fine-tune accuracy vs p"),
+    for metric, name, series, ylabel, title in (
+        ("harmful_score", "hs_vs_p", hs, "harmful score (%)", "Harmful score vs p"),
+        ("finetune_accuracy", "fa_vs_p", fa, "fine-tune accuracy (%)", "Fine-tune accuracy vs p"),
     ):
         if series:
             path = figures / f"{slug}_{name}.png"
-            out[f"{slug}_{name}"] = plots.metric_vs_p(series, colors, path, ylabel, f"{title} ({where})")
+            bars = {cell: (c.low, c.high) for cell, c in (intervals or {}).get(metric, {}).items()}
+            ylabel = f"{ylabel}, bars: 95% interval" if bars else ylabel
+            out[f"{slug}_{name}"] = plots.metric_vs_p(
+                series, colors, path, ylabel, f"{title} ({where})", bars
+            )
     return out
 
 
