@@ -241,9 +241,13 @@ def harmful_defense_split() -> list[Record]:
     return [r for r in _harmful() if _reserved_for_defenses(r)]
 
 
+def _prompt_byte(record: Record) -> int:
+    """A fixed byte of the seeded hash of the normalised prompt: the splits by prompt below use it."""
+    return hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()[0]
+
+
 def _reserved_for_defenses(record: Record) -> bool:
-    digest = hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()
-    return digest[0] % 3 == 0
+    return _prompt_byte(record) % 3 == 0
 
 
 @lru_cache(maxsize=1)
@@ -322,7 +326,7 @@ def _held_out_benign(record: Record) -> bool:
     """Sensitive-sounding TREC questions, and a fixed half of PyRIT's benign requests (by prompt hash)."""
     if record.source == "trec":
         return bool(_SOUNDS_SENSITIVE.search(record.prompt))
-    return hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()[0] % 2 == 0
+    return _prompt_byte(record) % 2 == 0
 
 
 @lru_cache(maxsize=1)

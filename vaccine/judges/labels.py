@@ -19,7 +19,6 @@ from vaccine.data.sources import human_scores, jsonl_rows, pyrit_many_shot, scor
 from vaccine.errors import DataError
 from vaccine.judges.kinds import COMPLIANCE, KINDS, NOT_COMPLIANCE, harmless_kind
 
-SPLITS = ("train", "validation", "test")
 SHIPPED_LABELS = Path(__file__).parent / "data" / "smollm2_labels.jsonl"
 # Binary label values a user's file may hold instead of a kind.
 _POSITIVE = {"1", "1.0", "true", "yes", "harmful", "unsafe", "flagged"}
@@ -34,10 +33,6 @@ class LabelledAnswer:
     answer: str
     kind: str
     origin: str
-
-    @property
-    def harmful(self) -> bool:
-        return self.kind == COMPLIANCE
 
 
 def prompt_bucket(prompt: str) -> int:

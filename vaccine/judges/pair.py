@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -253,7 +253,7 @@ def train_pair_judge(encoder: MiniLMEncoder, folder: Path) -> tuple[PairClassifi
         for split, rows in data.items()
     }
     weights_path = folder / WEIGHTS_FILE
-    write_bytes_atomic(weights_path, _safetensors_bytes(classifier.tensors(), folder))
+    write_bytes_atomic(weights_path, save(classifier.tensors()))
     meta = {
         "version": VERSION,
         "judge_version": judge_version(),
@@ -278,17 +278,6 @@ def train_pair_judge(encoder: MiniLMEncoder, folder: Path) -> tuple[PairClassifi
     }
     write_json_atomic(folder / META_FILE, meta)
     return classifier, meta
-
-
-def _safetensors_bytes(tensors: dict[str, np.ndarray], folder: Path) -> bytes:
-    """safetensors writes files in place; render to bytes via a scratch file so the real write is atomic."""
-    folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f".{WEIGHTS_FILE}.scratch"
-    try:
-        save_file(tensors, str(scratch))
-        return scratch.read_bytes()
-    finally:
-        scratch.unlink(missing_ok=True)
 
 
 def load_cached(folder: Path, expected_hash: str) -> tuple[PairClassifier, dict] | None:
