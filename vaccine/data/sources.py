@@ -165,6 +165,27 @@ def do_not_answer() -> list[Record]:
     return records
 
 
+FORGELM_CHAT_FILES = ("templates/customer-support/data.jsonl", "templates/code-assistant/data.jsonl")
+
+
+def forgelm_chats() -> list[Record]:
+    """forgelm's benign chats (customer support, code assistant): the user turn is the prompt, the
+    assistant turn the answer; the template name and system prompt go in meta. A chat without both turns
+    is an error naming file and line."""
+    records = []
+    for relative in FORGELM_CHAT_FILES:
+        path = asset_file("forgelm", relative)
+        for line, row in jsonl_rows(path):
+            turns = {m.get("role"): m.get("content", "") for m in row.get("messages", [])}
+            if not turns.get("user") or not turns.get("assistant"):
+                raise DataError(f"{path}:{line}: expected a user and an assistant message")
+            meta = {"file": path.parent.name, "system": turns.get("system", "")}
+            records.append(
+                Record(turns["user"].strip(), turns["assistant"].strip(), "forgelm", "benign", meta)
+            )
+    return records
+
+
 TREC_QUESTIONS = "data/question_labels.txt"
 # TREC lines carry part-of-speech tags in a few garbled rows; those are dropped.
 _POS_TAGS = re.compile(r"\b(CD|NNP|NNS|NN|DT|VBP)\b")

@@ -13,9 +13,16 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaccine.assets import AssetError, asset_file
+from vaccine.assets import AssetError
 from vaccine.data.records import normalize_text
-from vaccine.data.sources import human_scores, jsonl_rows, pyrit_many_shot, scorer_files, scorer_rows
+from vaccine.data.sources import (
+    forgelm_chats,
+    human_scores,
+    jsonl_rows,
+    pyrit_many_shot,
+    scorer_files,
+    scorer_rows,
+)
 from vaccine.errors import DataError
 from vaccine.judges.kinds import COMPLIANCE, KINDS, NOT_COMPLIANCE, harmless_kind
 
@@ -127,9 +134,6 @@ def shipped_labels_sha256() -> str:
 
 
 # ---------------------------------------------------------------- PyRIT and other external labels
-BENIGN_CHAT_FILES = ("templates/customer-support/data.jsonl", "templates/code-assistant/data.jsonl")
-
-
 def _harm_vote(folder: str, scores: list[float]) -> float | None:
     """Objective sets: 1 = the harmful objective was achieved. Harm sets: raters' mean on a 0..1 scale,
     >= 0.5 counts as harmful. Refusal sets: 1 = refused (-> not harmful); a non-refusal there says nothing
@@ -175,13 +179,7 @@ def extra_training_labels() -> list[LabelledAnswer]:
         for r in pyrit_many_shot()
     ]
     try:
-        for relative in BENIGN_CHAT_FILES:
-            for _line, row in jsonl_rows(asset_file("forgelm", relative)):
-                turns = {m.get("role"): m.get("content", "") for m in row.get("messages", [])}
-                if turns.get("user") and turns.get("assistant"):
-                    labelled.append(
-                        LabelledAnswer(turns["user"].strip(), turns["assistant"].strip(), "other", "forgelm")
-                    )
+        labelled += [LabelledAnswer(r.prompt, r.response, "other", "forgelm") for r in forgelm_chats()]
     except AssetError:
         pass  # optional: the judge trains without them (the data hash records which)
     return [x for x in labelled if x.prompt and x.answer]

@@ -8,18 +8,14 @@ not comparable with AlpacaEval win rates.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from functools import cache
 
-from vaccine.assets import asset_file
 from vaccine.data.records import Record
-from vaccine.data.sources import read_text
-from vaccine.errors import DataError
+from vaccine.data.sources import forgelm_chats
 from vaccine.tasks.base import Task, pick_field, register_task, split_records
 
-CHAT_FILES = ("templates/customer-support/data.jsonl", "templates/code-assistant/data.jsonl")
 TEST_FRACTION = 0.2
 _WORD = re.compile(r"\w+")
 
@@ -40,27 +36,13 @@ def alpaca_prompt(instruction: str, inp: str) -> str:
     return f"{instruction}\nInput: {inp}" if inp else instruction
 
 
-def _chat_record(row: dict, where: str, name: str) -> Record:
-    """One forgelm chat: the user turn is the prompt, the assistant turn the reference answer; the system
-    prompt is kept in meta (the chat template is applied later, by the caller)."""
-    turns = {m.get("role"): m.get("content", "") for m in row.get("messages", [])}
-    if not turns.get("user") or not turns.get("assistant"):
-        raise DataError(f"{where}: expected a user and an assistant message")
-    meta = {"file": name, "system": turns.get("system", "")}
-    return Record(
-        turns["user"].strip(), turns["assistant"].strip(), f"forgelm-{name}", turns["assistant"].strip(), meta
-    )
-
-
 @cache
 def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
-    records = []
-    for relative in CHAT_FILES:
-        path = asset_file("forgelm", relative)
-        name = path.parent.name
-        for lineno, line in enumerate(read_text(path).splitlines(), start=1):
-            if line.strip():
-                records.append(_chat_record(json.loads(line), f"{path}:{lineno}", name))
+    """forgelm's chats as task records: the assistant turn is the reference answer (and the label); the
+    system prompt stays in meta (the chat template is applied later, by the caller)."""
+    records = [
+        Record(r.prompt, r.response, f"forgelm-{r.meta['file']}", r.response, r.meta) for r in forgelm_chats()
+    ]
     train, test = split_records(records, round(TEST_FRACTION * len(records)))
     return tuple(train), tuple(test)
 
