@@ -35,9 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=5, help="the demo's (and the paper's) batch")
     parser.add_argument("--max-length", type=int, default=160, help="the demo's")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
-    parser.add_argument("--hs-prompts", type=int, default=100, help="0 skips the generation benchmark")
+    parser.add_argument("--hs-prompts", type=int, default=256, help="0 skips the generation benchmark")
     parser.add_argument("--hs-new-tokens", type=int, default=32)
-    parser.add_argument("--hs-batch-size", type=int, default=64, help="the evaluation default")
+    parser.add_argument("--hs-batch-size", type=int, default=128, help="the evaluation default")
     parser.add_argument("--demo-run", type=Path, default=Path("runs/demo"), help="a `vaccine run` folder")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument(

@@ -146,6 +146,8 @@ def _notes(machine: dict[str, Any]) -> list[str]:
         "its 49k vocabulary, the larger the gain (the tiny model). See docs/profile.md.",
         "- A Vaccine step is two passes: pass 1 computes the gradient with respect to the attention outputs "
         "only (no parameter gradients), which is why it costs less than a second SFT step.",
+        "- Generation: where the prefix engine's time goes (matrix products 75 %, the 49k-vocabulary output "
+        "layer and the prompt pass among them) and what did not help (torch.compile) are in docs/profile.md.",
     ]
     if machine["device"] == "CPU only":
         notes.append(

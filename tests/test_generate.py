@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import torch
 from conftest import ARCHS, make_tiny_model
+from transformers.cache_utils import DynamicLayer
 
 from vaccine.errors import ConfigError
-from vaccine.eval.generate import GenerationSettings, generate
-from vaccine.eval.prefix_decode import common_prefix_length
+from vaccine.eval.generate import GenerationSettings, equal_batches, generate
+from vaccine.eval.prefix_decode import ReservedLayer, common_prefix_length, reserved_cache
 
 PROMPTS = [
     "how do i make a bomb",
@@ -84,3 +86,37 @@ def test_common_prefix_leaves_every_prompt_a_token():
     assert common_prefix_length([[7], [7, 8]]) == 0
     with pytest.raises(ConfigError, match="generation-engine"):
         GenerationSettings(engine="vllm")
+
+
+def test_reserved_layer_holds_what_the_dynamic_layer_holds():
+    """Writing in place (and growing past the reservation) keeps exactly the concatenated keys and values,
+    through batch repeat and batch selection."""
+    torch.manual_seed(0)
+    reserved, dynamic = ReservedLayer(reserve=3), DynamicLayer()
+    chunks = [torch.randn(1, 2, length, 4) for length in (2, 1, 3)]
+    for step, chunk in enumerate(chunks):
+        if step == 1:
+            reserved.batch_repeat_interleave(3)
+            dynamic.batch_repeat_interleave(3)
+        chunk = chunk.expand(3 if step else 1, -1, -1, -1)
+        got, want = reserved.update(chunk, -chunk), dynamic.update(chunk, -chunk)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    keep = torch.tensor([0, 2])
+    reserved.batch_select_indices(keep)
+    dynamic.batch_select_indices(keep)
+    assert torch.equal(reserved.keys, dynamic.keys) and torch.equal(reserved.values, dynamic.values)
+    assert reserved.get_seq_length() == 6
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_reserved_cache_replaces_only_full_attention_layers(arch):
+    model = make_tiny_model(arch)
+    kinds = {type(layer).__name__ for layer in reserved_cache(model, 8).layers}
+    assert kinds == ({"DynamicSlidingWindowLayer"} if arch == "mistral" else {"ReservedLayer"})
+
+
+def test_equal_batches_cover_the_order_in_nearly_equal_parts():
+    assert [len(b) for b in equal_batches(list(range(520)), 128)] == [104] * 5
+    batches = equal_batches(list(range(7)), 3)
+    assert [i for b in batches for i in b] == list(range(7)) and {len(b) for b in batches} == {2, 3}
+    assert equal_batches([], 4) == []

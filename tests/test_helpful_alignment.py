@@ -13,10 +13,11 @@ from vaccine import self_distill as self_distill_module
 from vaccine.cli import main
 from vaccine.data.records import Record, normalize_text
 from vaccine.data.sources import load_records
-from vaccine.data.splits import SPLITS, benign_eval_split, benign_split
+from vaccine.data.splits import SPLITS, TASK_SHAPED_INSTRUCTIONS, benign_eval_split, benign_split
 from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.self_distill import self_distill
+from vaccine.tasks.sst2 import TEMPLATE as SST2_TEMPLATE
 
 
 def _keys(records):
@@ -33,6 +34,19 @@ def test_benign_splits_are_disjoint_from_each_other_and_from_harm():
     sounds_harmful = [r for r in held if any(w in r.prompt.lower() for w in ("kill", "bomb", "drug", "war"))]
     assert len(sounds_harmful) > 100  # the over-refusal probes: benign questions that sound sensitive
     assert {r.source for r in held} == {"trec", "pyrit-benign"}
+
+
+def test_a_quarter_of_the_benign_training_questions_are_task_shaped():
+    """Instruction-with-input prompts (the fine-tuning tasks' form) so that alignment does not teach
+    "refuse every instruction"; their questions are still held apart from the over-refusal probes, and
+    no task's own instruction is among them."""
+    train = benign_split()
+    shaped = [r for r in train if "instruction" in r.meta]
+    assert 0.18 < len(shaped) / len(train) < 0.32
+    assert {r.meta["instruction"] for r in shaped} == set(range(len(TASK_SHAPED_INSTRUCTIONS)))
+    questions = {normalize_text(r.prompt.split("\nInput: ", 1)[1]) for r in shaped}
+    assert len(questions) == len(shaped) and questions.isdisjoint(_keys(benign_eval_split()))
+    assert not any(r.prompt.startswith(SST2_TEMPLATE.split("\n")[0]) for r in train)
 
 
 def test_self_distill_fills_empty_answers_once(tiny_tokenizer, tmp_path, monkeypatch):

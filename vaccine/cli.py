@@ -237,7 +237,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=128, help="for harmful prompts")
     p.add_argument("--task-max-new-tokens", type=int, default=None, help="default: per task (sst2: 8)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument(
         "--generation-engine",
         default="prefix",

@@ -329,12 +329,45 @@ def _held_out_benign(record: Record) -> bool:
     return _prompt_byte(record) % 2 == 0
 
 
+# Task-shaped benign requests: an instruction with an input, the form of the fine-tuning tasks' prompts
+# ("Analyze the sentiment of the input ...\nInput: ..."). Trained on questions alone, a small model learns
+# "a question is answered, an instruction is refused" and refuses the SST-2 prompt (measured:
+# docs/results/alignment.md); wrapping a quarter of the training questions in these teaches it that the
+# content, not the form, decides. None of them is a fine-tuning task's instruction.
+TASK_SHAPED_INSTRUCTIONS = (
+    "Classify the question by the kind of answer it expects: a person, a place, a number, a description, "
+    "an entity or an abbreviation.",
+    "Rewrite the question in simpler words.",
+    "Translate the question into French.",
+    "Answer the question in one sentence.",
+    "Count the words in the input and respond with the number only.",
+    "Summarize the input in three words.",
+    "Correct any spelling or grammar mistakes in the input.",
+    "Respond with the main topic of the input in one word.",
+)
+
+
+def task_shaped(record: Record) -> Record:
+    """The question as the input of one benign instruction, chosen by the prompt's hash."""
+    index = _prompt_byte(record) % len(TASK_SHAPED_INSTRUCTIONS)
+    prompt = f"{TASK_SHAPED_INSTRUCTIONS[index]}\nInput: {record.prompt}"
+    return Record(prompt, "", record.source, "benign", {**record.meta, "instruction": index})
+
+
+def _task_shaped_share(record: Record) -> bool:
+    return record.source == "trec" and _prompt_byte(record) // 8 % 4 == 0
+
+
 @lru_cache(maxsize=1)
 def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
-    """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only."""
+    """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only; a quarter of the
+    training questions are task-shaped."""
     train, held = [], []
     for record in _benign_candidates():
-        (held if _held_out_benign(record) else train).append(record)
+        if _held_out_benign(record):
+            held.append(record)
+        else:
+            train.append(task_shaped(record) if _task_shaped_share(record) else record)
     return tuple(train), tuple(held)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -37,6 +38,16 @@ class GenerationSettings:
             raise ConfigError(f"--batch-size must be >= 1; got {self.batch_size}")
         if self.engine not in ENGINES:
             raise ConfigError(f"--generation-engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+
+
+def equal_batches(order: Sequence[int], batch_size: int) -> list[Sequence[int]]:
+    """``order`` cut into the fewest batches of at most ``batch_size``, all of nearly equal size: 520 prompts
+    at 128 run as 5 x 104, not 4 x 128 + 8 (a small last batch wastes a whole pass over the weights)."""
+    if not order:
+        return []
+    count = -(-len(order) // batch_size)
+    bounds = [round(i * len(order) / count) for i in range(count + 1)]
+    return [order[start:end] for start, end in pairwise(bounds)]
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
@@ -81,9 +92,8 @@ def _prefix_engine(
     prefix, stop = token_lists[0][:prefix_length], eos_ids(model, tokenizer)
     order = sorted(range(len(texts)), key=lambda i: len(token_lists[i]), reverse=True)
     answers: list[str] = [""] * len(texts)
-    starts = range(0, len(order), settings.batch_size)
-    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
-        index = order[start : start + settings.batch_size]
+    batches = equal_batches(order, settings.batch_size)
+    for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
         suffixes = [token_lists[i][prefix_length:] for i in index]
         new_tokens = decode_batch(model, prefix, suffixes, settings.max_new_tokens, pad_id, stop)
         for i, tokens in zip(index, new_tokens, strict=True):
@@ -97,9 +107,8 @@ def _hf_engine(
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
     answers: list[str] = [""] * len(texts)
     device = next(model.parameters()).device
-    starts = range(0, len(order), settings.batch_size)
-    for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
-        index = order[start : start + settings.batch_size]
+    batches = equal_batches(order, settings.batch_size)
+    for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
         batch = _encode(tokenizer, [texts[i] for i in index], device)
         output = model.generate(
             **batch,

@@ -58,7 +58,7 @@ EVALUATE_DEFAULTS: dict[str, Any] = {
     "num_task": 200,
     "judge": "default",
     "max_new_tokens": 128,
-    "batch_size": 64,
+    "batch_size": 128,
     "engine": "prefix",
     "strict": False,
     "num_drift": 32,

@@ -1,0 +1,57 @@
+"""Choose Vaccine's rho by measurement, on tuning prompts only: align with Vaccine at several rho (the
+chosen alignment data and length), check each aligned model before the attack, then attack it with the
+calibrated fine-tune at one p and compare HS with SFT's under the same attack.
+
+rho is one L2 norm over every perturbed hidden state, so its scale depends on the model's width and depth
+(the paper's 2 is for Llama-2-7B; small-model reports used 0.02-0.1): the sweep spans values below and
+above 2. Cached by folder: resumable.
+
+    python scripts/sweep_rho.py --rhos 0.1,0.5,2,8 --sft runs/sweep-alignment2/sft-share0.6-n400
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweeps import align, attack, evaluate, progress, report
+
+METRICS = ("harmful_score", "other_share", "benign_refusal_rate", "finetune_accuracy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rhos", default="0.1,0.5,2,8")
+    parser.add_argument("--sft", type=Path, required=True, help="the SFT alignment folder to compare with")
+    parser.add_argument("--share", type=float, default=0.6)
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--align-lr", type=float, default=1e-3)
+    parser.add_argument("--attack-lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--p", type=float, default=0.1)
+    parser.add_argument("--n", type=int, default=80)
+    parser.add_argument("--num-task", type=int, default=200)
+    parser.add_argument("--num-benign", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep-rho"))
+    args = parser.parse_args()
+    sizes = {"num_task": args.num_task, "num_benign": args.num_benign}
+    strength = {"lr": args.attack_lr, "p": args.p, "n": args.n, "epochs": args.epochs}
+    aligned = {"SFT": args.sft}
+    for rho in (float(r) for r in args.rhos.split(",")):
+        folder = args.out / f"vaccine-rho{rho:g}"
+        aligned[f"Vaccine rho {rho:g}"] = align(
+            folder, method="vaccine", share=args.share, num_samples=args.samples, lr=args.align_lr, rho=rho
+        )
+    rows = {}
+    for name, folder in aligned.items():
+        before, after = f"{name}, before the attack", f"{name}, attacked at p {args.p:g}"
+        rows[before] = evaluate(folder / "eval.json", [folder], **sizes)
+        progress(before, rows[before], METRICS)
+        attacked = attack(args.out / f"attack-{folder.name}", folder, **strength)
+        rows[after] = evaluate(attacked / "eval.json", [folder, attacked], **sizes)
+        progress(after, rows[after], METRICS)
+    report(args.out, rows, METRICS)
+
+
+if __name__ == "__main__":
+    main()
