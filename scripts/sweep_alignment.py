@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--shares", default="0,0.5,0.75,0.9")
     parser.add_argument("--samples", default="200", help="alignment set sizes, comma-separated")
     parser.add_argument("--method", default="sft")
+    parser.add_argument("--data", default="alignment", help="the safety pairs")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=200)
@@ -33,9 +34,11 @@ def main() -> None:
     rows = {"base model": evaluate(args.out / "eval-base.json", [], **sizes)}
     for num_samples in (int(n) for n in args.samples.split(",")):
         for share in (float(s) for s in args.shares.split(",")):
-            folder = args.out / f"{args.method}-share{share:g}-n{num_samples}"
-            align(folder, method=args.method, share=share, num_samples=num_samples, lr=args.lr)
-            name = f"{args.method}, helpful share {share:g}, {num_samples} samples"
+            folder = args.out / f"{args.method}-{args.data}-share{share:g}-n{num_samples}"
+            align(
+                folder, method=args.method, data=args.data, share=share, num_samples=num_samples, lr=args.lr
+            )
+            name = f"{args.method}, {args.data}, helpful share {share:g}, {num_samples} samples"
             rows[name] = evaluate(folder / "eval.json", [folder], **sizes)
             progress(name, rows[name], METRICS)
     report(args.out, rows, METRICS)

@@ -23,6 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rhos", default="0.1,0.5,2,8")
     parser.add_argument("--sft", type=Path, required=True, help="the SFT alignment folder to compare with")
+    parser.add_argument("--data", default="alignment-harm", help="the safety pairs")
     parser.add_argument("--share", type=float, default=0.6)
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--align-lr", type=float, default=1e-3)
@@ -40,7 +41,13 @@ def main() -> None:
     for rho in (float(r) for r in args.rhos.split(",")):
         folder = args.out / f"vaccine-rho{rho:g}"
         aligned[f"Vaccine rho {rho:g}"] = align(
-            folder, method="vaccine", share=args.share, num_samples=args.samples, lr=args.align_lr, rho=rho
+            folder,
+            method="vaccine",
+            data=args.data,
+            share=args.share,
+            num_samples=args.samples,
+            lr=args.align_lr,
+            rho=rho,
         )
     rows = {}
     for name, folder in aligned.items():

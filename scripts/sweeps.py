@@ -36,9 +36,11 @@ def evaluate(out: Path, adapters: list[Path], *, num_task: int, num_benign: int,
     return json.loads(out.read_text())["metrics"]
 
 
-def align(folder: Path, *, method: str, share: float, num_samples: int, lr: float, **knobs: Any) -> Path:
+def align(
+    folder: Path, *, method: str, data: str, share: float, num_samples: int, lr: float, **knobs: Any
+) -> Path:
     """An aligned adapter: ``num_samples`` pairs, ``share`` of them benign prompts answered by the base
-    model itself (self-distillation), the rest harmful prompts with safe answers."""
+    model itself (self-distillation), the rest harmful prompts with safe answers from ``data``."""
     if not (folder / "summary.json").is_file():
         training = training_arguments(folder, epochs=1, max_steps=-1, lr=lr, batch_size=5, save_steps=20)
         run_alignment(
@@ -46,6 +48,7 @@ def align(folder: Path, *, method: str, share: float, num_samples: int, lr: floa
                 method=method,
                 out=folder,
                 method_args=knobs,
+                data=data,
                 training_args=training,
                 num_samples=num_samples,
                 helpful_data="benign" if share > 0 else None,

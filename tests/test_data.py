@@ -26,7 +26,7 @@ from vaccine.data import (
     sources,
 )
 from vaccine.data.records import looks_like_refusal
-from vaccine.data.splits import REFUSALS, templated_refusal
+from vaccine.data.splits import HARM_REQUEST_AREAS, REFUSALS, templated_refusal
 from vaccine.errors import ConfigError, DataError
 
 BEAVERTAILS = [
@@ -91,6 +91,15 @@ def test_alignment_split_size_unique_and_real_first():
     assert kinds.count("real") >= 50 and kinds.index("templated") == kinds.count("real")
 
 
+def test_alignment_harm_keeps_only_requests_for_harm():
+    harm = load_records("alignment-harm")
+    assert 400 < len(harm) < len(alignment_split())
+    assert set(harm) <= set(alignment_split())
+    areas = {r.meta.get("risk_area") for r in harm if r.meta["answer"] == "templated"}
+    assert areas == set(HARM_REQUEST_AREAS)
+    assert sum(r.meta["answer"] == "real" for r in harm) >= 50
+
+
 def test_no_evaluation_prompt_in_training_splits():
     """The proof the official code lacked: AdvBench and HarmBench prompts never reach training data."""
     held_out = _eval_keys()
@@ -140,6 +149,7 @@ def test_do_not_answer_prompts_get_a_fitting_safe_answer():
 def test_registry_lists_every_builtin():
     assert set(SPLITS) == {
         "alignment",
+        "alignment-harm",
         "harmful",
         "harmful-defense",
         "advbench",

