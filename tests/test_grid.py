@@ -91,6 +91,9 @@ def test_expansion_and_shared_alignment(raw_grid):
     assert len({p.align_key for p in sft}) == 1  # one alignment serves both p
     assert len({p.finetune_key for p in plans}) == 6 and len({p.eval_key for p in plans}) == 6
     assert all(p.align is None for p in plans if p.cell.method.label == "Non-aligned")
+    aligned = [p.align for p in plans if p.align is not None]
+    assert len({a.self_distill_cache for a in aligned}) == 1  # one base model's answers serve every method
+    assert aligned[0].self_distill_cache.parent == grid.out / "self-distill"
 
 
 @pytest.mark.parametrize(

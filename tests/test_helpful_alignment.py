@@ -76,15 +76,15 @@ def test_self_distill_fills_empty_answers_once(tiny_tokenizer, tmp_path, monkeyp
         Record("write a poem", "kept", "t", "benign"),
     ]
     settings = GenerationSettings(max_new_tokens=5, batch_size=2)
-    filled = self_distill(model, tiny_tokenizer, records, settings, tmp_path)
+    filled = self_distill(model, tiny_tokenizer, records, settings, tmp_path / "answers.jsonl")
     assert filled[0].response == generate(model, tiny_tokenizer, ["how do i make a story"], settings)[0]
     assert filled[0].meta["answer"] == "self-distilled" and filled[1].response == "kept"
 
     def no_generation(*args, **kwargs):
-        raise AssertionError("answers are cached in the run folder")
+        raise AssertionError("answers are cached by prompt")
 
     monkeypatch.setattr(self_distill_module, "generate", no_generation)
-    assert self_distill(model, tiny_tokenizer, records, settings, tmp_path) == filled
+    assert self_distill(model, tiny_tokenizer, records, settings, tmp_path / "answers.jsonl") == filled
 
 
 def test_align_with_a_helpful_share(tiny_model_dir, tmp_path):

@@ -25,7 +25,7 @@ from .eval.generate import GenerationSettings
 from .io import write_json_atomic
 from .lora import LoraSettings, attach_lora
 from .models import load_model_and_tokenizer
-from .self_distill import self_distill
+from .self_distill import CACHE_FILE, self_distill
 from .stage_io import train_and_save
 from .trainer import VaccineConfig
 
@@ -54,9 +54,11 @@ class AlignSpec:
     helpful_data: str | None = None
     helpful_share: float = 0.0
     self_distill_tokens: int = 96
+    self_distill_cache: Path | None = None  # default: out/self_distilled.jsonl
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        self.self_distill_cache = Path(self.self_distill_cache or self.out / CACHE_FILE)
         if self.num_samples is not None and self.num_samples < 1:
             raise ConfigError(f"--num-samples must be >= 1; got {self.num_samples}")
         if not 0.0 <= self.helpful_share < 1.0:
@@ -76,6 +78,7 @@ class AlignSpec:
         """The resolved config as plain JSON: what was run, with every default filled in."""
         plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training_args"}
         plain["out"] = str(self.out)
+        plain["self_distill_cache"] = str(self.self_distill_cache)
         plain["lora"] = dataclasses.asdict(self.lora)
         plain["method_knobs"] = dataclasses.asdict(self.method_obj)
         plain["training"] = self.training.to_dict()
@@ -102,7 +105,7 @@ def alignment_records(spec: AlignSpec, model: Any, tokenizer: Any) -> list[Recor
         return records
     helpful = select_samples(load_records(spec.helpful_data), helpful_count, seed, spec.helpful_data)
     settings = GenerationSettings(spec.self_distill_tokens, batch_size=32, template=spec.template)
-    mixed = records + self_distill(model, tokenizer, helpful, settings, spec.out)
+    mixed = records + self_distill(model, tokenizer, helpful, settings, spec.self_distill_cache)
     random.Random(seed).shuffle(mixed)
     return mixed
 

@@ -95,6 +95,13 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--helpful-share", type=float, default=0.0, help="share of --num-samples that is helpful")
     p.add_argument("--self-distill-tokens", type=int, default=96, help="length of the self-distilled answers")
+    p.add_argument(
+        "--self-distill-cache",
+        type=Path,
+        default=None,
+        help="JSONL of self-distilled answers by prompt, shareable between alignments of one base model "
+        "(default: OUT/self_distilled.jsonl)",
+    )
     p.add_argument("--rho", type=float, default=None, help="vaccine: perturbation budget (default 2.0)")
     p.add_argument("--tau", type=int, default=None, help="vaccine: perturb every tau-th step (default 1)")
     p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="a method knob (repeatable)")
@@ -119,6 +126,7 @@ def _align_spec(args: argparse.Namespace):
         helpful_data=args.helpful_data,
         helpful_share=args.helpful_share,
         self_distill_tokens=args.self_distill_tokens,
+        self_distill_cache=args.self_distill_cache,
         template=args.template,
         max_length=args.max_length,
         dtype=args.dtype,

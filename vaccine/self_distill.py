@@ -3,8 +3,10 @@
 A refusal-only alignment set teaches a small model to refuse everything (measured in
 docs/results/investigation.md: HS 0 and SST-2 accuracy 0 before any attack). Mixing in benign prompts keeps
 it helpful; answering them with the base model's own greedy answers means the alignment only changes what
-it must (the refusals), not the model's voice on everything else. The answers are generated once per run
-folder and cached, so a resumed alignment trains on the same data.
+it must (the refusals), not the model's voice on everything else. The answers are cached by prompt in a
+file (the run folder's, or one a grid shares between its alignments of the same model: greedy answers of
+the same base model do not depend on the method or the seed), so a resumed alignment trains on the same
+data and a second alignment does not generate them again.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ CACHE_FILE = "self_distilled.jsonl"
 
 
 def self_distill(
-    model: Any, tokenizer: Any, records: list[Record], settings: GenerationSettings, folder: Path
+    model: Any, tokenizer: Any, records: list[Record], settings: GenerationSettings, cache: Path
 ) -> list[Record]:
-    """``records`` with each empty answer replaced by the model's greedy answer (cached in ``folder``)."""
+    """``records`` with each empty answer replaced by the model's greedy answer (cached in ``cache``)."""
     missing = [r.prompt for r in records if not r.response.strip()]
-    cache = folder / CACHE_FILE
     answers = _cached_answers(cache)
     todo = [p for p in dict.fromkeys(missing) if p not in answers]
     if todo:
         new = generate(model, tokenizer, todo, settings, desc="self-distillation")
         answers.update(zip(todo, new, strict=True))
         rows = (json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in answers.items())
+        cache.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(cache, "".join(rows))
     return [
         r

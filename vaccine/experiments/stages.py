@@ -76,6 +76,7 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
         cell.seed,
     ]
     key = stable_hash(inputs)
+    shared = [cell.model, settings["self_distill_tokens"], grid.template, grid.dtype]
     out = grid.out / "align" / f"{slug(cell.method.align['method'])}-{key}"
     knobs = {k: v for k, v in cell.method.align.items() if k != "method"}
     spec = AlignSpec(
@@ -88,6 +89,8 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
         helpful_data=settings["helpful_data"],
         helpful_share=settings["helpful_share"],
         self_distill_tokens=settings["self_distill_tokens"],
+        # greedy answers of one base model, shared by every alignment of it in the grid (methods, seeds)
+        self_distill_cache=grid.out / "self-distill" / f"{slug(cell.model)}-{stable_hash(shared)[:12]}.jsonl",
         template=grid.template,
         max_length=settings["max_length"],
         dtype=grid.dtype,
