@@ -37,12 +37,20 @@ def evaluate(out: Path, adapters: list[Path], *, num_task: int, num_benign: int,
 
 
 def align(
-    folder: Path, *, method: str, data: str, share: float, num_samples: int, lr: float, **knobs: Any
+    folder: Path,
+    *,
+    method: str,
+    data: str,
+    share: float,
+    num_samples: int,
+    lr: float,
+    epochs: float = 1,
+    **knobs: Any,
 ) -> Path:
     """An aligned adapter: ``num_samples`` pairs, ``share`` of them benign prompts answered by the base
     model itself (self-distillation), the rest harmful prompts with safe answers from ``data``."""
     if not (folder / "summary.json").is_file():
-        training = training_arguments(folder, epochs=1, max_steps=-1, lr=lr, batch_size=5, save_steps=20)
+        training = training_arguments(folder, epochs=epochs, max_steps=-1, lr=lr, batch_size=5, save_steps=20)
         run_alignment(
             AlignSpec(
                 method=method,

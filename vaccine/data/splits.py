@@ -384,8 +384,12 @@ def task_shaped(record: Record) -> Record:
 
 # The same for opinionated text: a negative review reads like the hostile prompts the safety data
 # refuses, and an alignment without such inputs refused most SST-2 prompts (docs/results/alignment.md).
-# None of these asks for the sentiment (the SST-2 task's own instruction).
+# The safety data refuses "Tell me negative stereotypes ...", "... a false negative review ...", so two
+# instructions use the words "positive" and "negative" benignly. None of these asks for the sentiment
+# label (the SST-2 task's own instruction).
 OPINION_INSTRUCTIONS = (
+    "Rewrite the input in a more positive tone.",
+    "List the positive and negative points the input makes.",
     "Summarize the input in one sentence.",
     "Rewrite the input in formal English.",
     "Translate the input into French.",
