@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--data", default="alignment", help="the safety pairs")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1)
+    parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-alignment"))
@@ -36,9 +37,10 @@ def main() -> None:
     for num_samples in (int(n) for n in args.samples.split(",")):
         for share in (float(s) for s in args.shares.split(",")):
             length = "" if (args.epochs, args.lr) == (1, 1e-3) else f"-e{args.epochs:g}-lr{args.lr:g}"
+            length += "" if args.lora_r == 8 else f"-r{args.lora_r}"
             folder = args.out / f"{args.method}-{args.data}-share{share:g}-n{num_samples}{length}"
             align(folder, method=args.method, data=args.data, share=share, num_samples=num_samples,
-                  lr=args.lr, epochs=args.epochs)  # fmt: skip
+                  lr=args.lr, epochs=args.epochs, lora_r=args.lora_r)  # fmt: skip
             name = f"{args.method}, {args.data}, helpful share {share:g}, {num_samples} samples{length}"
             rows[name] = evaluate(folder / "eval.json", [folder], **sizes)
             progress(name, rows[name], METRICS)

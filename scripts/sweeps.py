@@ -15,6 +15,7 @@ from vaccine.eval.generate import GenerationSettings
 from vaccine.evaluate import EvaluateSpec, run_evaluate
 from vaccine.finetune import FinetuneSpec, run_finetune
 from vaccine.io import write_text_atomic
+from vaccine.lora import LoraSettings
 from vaccine.stage_io import training_arguments
 
 MAX_LENGTH = 160  # the demo's
@@ -45,6 +46,7 @@ def align(
     num_samples: int,
     lr: float,
     epochs: float = 1,
+    lora_r: int = 8,
     **knobs: Any,
 ) -> Path:
     """An aligned adapter: ``num_samples`` pairs, ``share`` of them benign prompts answered by the base
@@ -57,6 +59,7 @@ def align(
                 out=folder,
                 method_args=knobs,
                 data=data,
+                lora=LoraSettings(r=lora_r, alpha=max(1, lora_r // 2)),  # the default alpha/r of 1/2
                 training_args=training,
                 num_samples=num_samples,
                 helpful_data="benign" if share > 0 else None,
