@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.6)
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--align-lr", type=float, default=1e-3)
+    parser.add_argument("--align-epochs", type=float, default=1)
+    parser.add_argument("--lora-r", type=int, default=8, help="the alignment's LoRA rank (as the SFT one's)")
     parser.add_argument("--attack-lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--p", type=float, default=0.1)
@@ -47,6 +49,8 @@ def main() -> None:
             share=args.share,
             num_samples=args.samples,
             lr=args.align_lr,
+            epochs=args.align_epochs,
+            lora_r=args.lora_r,
             rho=rho,
         )
     rows = {}
