@@ -11,7 +11,7 @@ import hashlib
 import math
 import random
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
@@ -375,10 +375,10 @@ TASK_SHAPED_INSTRUCTIONS = (
 )
 
 
-def task_shaped(record: Record) -> Record:
-    """The question as the input of one benign instruction, chosen by the prompt's hash."""
-    index = _prompt_byte(record) % len(TASK_SHAPED_INSTRUCTIONS)
-    prompt = f"{TASK_SHAPED_INSTRUCTIONS[index]}\nInput: {record.prompt}"
+def with_instruction(record: Record, instructions: Sequence[str]) -> Record:
+    """The prompt as the input of one of ``instructions``, chosen by the prompt's hash."""
+    index = _prompt_byte(record) % len(instructions)
+    prompt = f"{instructions[index]}\nInput: {record.prompt}"
     return Record(prompt, "", record.source, "benign", {**record.meta, "instruction": index})
 
 
@@ -400,13 +400,6 @@ OPINION_INSTRUCTIONS = (
 OPINION_SHARE = 0.2
 
 
-def opinion_shaped(record: Record) -> Record:
-    """An opinion snippet as the input of one benign instruction, chosen by the prompt's hash."""
-    index = _prompt_byte(record) % len(OPINION_INSTRUCTIONS)
-    prompt = f"{OPINION_INSTRUCTIONS[index]}\nInput: {record.prompt}"
-    return Record(prompt, "", record.source, "benign", {**record.meta, "instruction": index})
-
-
 def _task_shaped_share(record: Record) -> bool:
     return record.source == "trec" and _prompt_byte(record) // 8 % 4 == 0
 
@@ -424,10 +417,15 @@ def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     held = [r for r in candidates if _held_out_benign(r)]
     contrast = [r for r in candidates if _sounds_sensitive(r) and not _held_out_benign(r)]
     opinions = _hash_ordered(_PromptFilter(_banned_for_benign()).keep(sources.opinion_snippets()))
-    opinions = [opinion_shaped(r) for r in opinions[: round(OPINION_SHARE * BENIGN_TRAINING_SIZE)]]
+    opinions = [
+        with_instruction(r, OPINION_INSTRUCTIONS)
+        for r in opinions[: round(OPINION_SHARE * BENIGN_TRAINING_SIZE)]
+    ]
     plain = _hash_ordered(r for r in candidates if not _sounds_sensitive(r))
     questions = contrast + plain[: BENIGN_TRAINING_SIZE - len(contrast) - len(opinions)]
-    shaped = [task_shaped(r) if _task_shaped_share(r) else r for r in questions]
+    shaped = [
+        with_instruction(r, TASK_SHAPED_INSTRUCTIONS) if _task_shaped_share(r) else r for r in questions
+    ]
     return tuple(shaped + opinions), tuple(held)
 
 
