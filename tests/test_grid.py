@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,19 @@ def test_expansion_and_shared_alignment(raw_grid):
     assert aligned[0].self_distill_cache.parent == grid.out / "self-distill"
 
 
+def test_the_alignment_may_have_its_own_lora_rank(raw_grid):
+    default = {
+        p.cell.method.label: p
+        for p in map(partial(plan_cell, parse_grid(raw_grid)), parse_grid(raw_grid).cells())
+    }
+    grid = parse_grid({**raw_grid, "align": {**raw_grid["align"], "lora": {"r": 16}}})
+    plans = {p.cell.method.label: p for p in map(partial(plan_cell, grid), grid.cells())}
+    assert plans["SFT"].align.lora.r == 16 and plans["SFT"].align.lora.alpha == LORA["alpha"]
+    assert plans["SFT"].finetune.lora.r == LORA["r"]  # the attack keeps the grid's LoRA
+    assert plans["SFT"].align_key != default["SFT"].align_key
+    assert plans["Non-aligned"].finetune_key == default["Non-aligned"].finetune_key
+
+
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
@@ -109,6 +123,7 @@ def test_expansion_and_shared_alignment(raw_grid):
         ({"methods": [{"label": "X", "align": {"method": "vaccine", "tau": 0}}]}, "tau"),
         ({"methods": [{"label": "A"}, {"label": "A"}]}, "unique"),
         ({"tasks": ["mmlu"]}, "mmlu"),
+        ({"align": {"lora": {"rank": 64}}}, "align.lora.rank: unknown key"),
     ],
 )
 def test_bad_grids_fail_before_any_compute(raw_grid, patch, message):

@@ -32,10 +32,16 @@ ALIGN_DEFAULTS: dict[str, Any] = {
     "helpful_data": None,
     "helpful_share": 0.0,
     "self_distill_tokens": 96,
+    "lora": None,  # the alignment's own LoRA keys over the grid's `lora` (e.g. a larger rank than the attack's)
 }
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
-LATER_SETTINGS: dict[str, Any] = {"helpful_data": None, "helpful_share": 0.0, "self_distill_tokens": 96}
+LATER_SETTINGS: dict[str, Any] = {
+    "helpful_data": None,
+    "helpful_share": 0.0,
+    "self_distill_tokens": 96,
+    "lora": None,
+}
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "epochs": 20.0,
     "max_steps": -1,
@@ -219,6 +225,9 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         dtype=str(raw.get("dtype", "float32")),
         source=source,
     )
+    align_lora = config.align["lora"]
+    if align_lora is not None:
+        config.align["lora"] = _merge("align.lora", config.lora, align_lora, source)
     references = config.report["references"]
     if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
         raise ConfigError(f"{source}: report.references must be a list of method labels; got {references!r}")

@@ -94,7 +94,7 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
         template=grid.template,
         max_length=settings["max_length"],
         dtype=grid.dtype,
-        lora=LoraSettings(**grid.lora),
+        lora=LoraSettings(**(settings["lora"] or grid.lora)),
         training_args=_training(out, settings, cell.seed, grid.dtype),
     )
     return key, spec
