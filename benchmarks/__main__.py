@@ -22,7 +22,7 @@ from benchmarks.demo_stages import stage_breakdown
 from benchmarks.generation import throughput
 from benchmarks.markdown import render
 from benchmarks.step_time import CONTENDERS, Settings, measure
-from vaccine.data.sources import load_records
+from vaccine.data.resolve import load_records
 from vaccine.io import write_json_atomic
 from vaccine.models import EMBEDDED_DEFAULT, load_model_and_tokenizer
 

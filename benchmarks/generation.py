@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vaccine.data.sources import load_records
+from vaccine.data.resolve import load_records
 from vaccine.eval.generate import GenerationSettings, generate
 
 REFERENCE = "today: generate, batch 16"

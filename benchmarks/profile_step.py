@@ -16,8 +16,8 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import set_seed
 
 from benchmarks.step_time import CONTENDERS, Settings, benchmark_arguments, build_trainer
-from vaccine.data.sources import load_records
-from vaccine.defenses.base import DataContext
+from vaccine.data.context import DataContext
+from vaccine.data.resolve import load_records
 from vaccine.lora import LoraSettings, attach_lora
 from vaccine.models import EMBEDDED_DEFAULT, load_model_and_tokenizer
 

@@ -20,9 +20,9 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from benchmarks.memory import peak_memory
+from vaccine.data.context import DataContext
 from vaccine.data.records import Record
 from vaccine.defenses import registry
-from vaccine.defenses.base import DataContext
 from vaccine.lora import LoraSettings, attach_lora
 from vaccine.stage_io import training_arguments
 

@@ -9,12 +9,12 @@ import torch
 from conftest import make_tiny_model
 from transformers import TrainingArguments
 
+from vaccine.data.context import DataContext
 from vaccine.data.records import Record
 from vaccine.defenses import registry
-from vaccine.defenses.base import DataContext, FinetuneContext
 from vaccine.defenses.kl import token_kl
 from vaccine.errors import ConfigError
-from vaccine.finetune_trainer import FinetuneTrainer
+from vaccine.finetune_trainer import FinetuneContext, FinetuneTrainer
 from vaccine.lora import LoraSettings, attach_lora
 
 USER = [

@@ -12,7 +12,7 @@ from conftest import make_tiny_model, write_jsonl
 from vaccine import self_distill as self_distill_module
 from vaccine.cli import main
 from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import load_records
+from vaccine.data.resolve import load_records
 from vaccine.data.splits import (
     _SOUNDS_SENSITIVE,
     BENIGN_TRAINING_SIZE,

@@ -7,7 +7,7 @@ import torch
 from conftest import ARCHS, make_tiny_model
 
 from vaccine.errors import ConfigError
-from vaccine.perturb import (
+from vaccine.methods.vaccine.perturb import (
     add_perturbation,
     capture_outputs,
     find_attention_modules,

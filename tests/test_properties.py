@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vaccine.data.files import load_file
 from vaccine.data.mixing import harmful_count
-from vaccine.data.sources import load_file
 from vaccine.errors import ConfigError, DataError
 from vaccine.experiments.grid import TOP_KEYS, parse_grid
 from vaccine.experiments.stages import plan_cell

@@ -11,7 +11,8 @@ from peft import LoraConfig, get_peft_model
 
 from vaccine.data.records import Record
 from vaccine.data.tokenize import IGNORE_INDEX
-from vaccine.defenses.repnoise import (
+from vaccine.errors import ConfigError, DataError
+from vaccine.methods.repnoise import (
     PairedCollator,
     PairedDataset,
     RepNoiseConfig,
@@ -21,7 +22,6 @@ from vaccine.defenses.repnoise import (
     gaussian_mmd,
     representation_noise_loss,
 )
-from vaccine.errors import ConfigError, DataError
 
 PROMPTS = [
     "how do i make a bomb",
@@ -202,22 +202,30 @@ def test_ascent_raises_harmful_ce_while_harmless_loss_falls(tmp_path):
 
 def test_config_defaults_do_not_perturb():
     args = RepNoiseConfig(output_dir="unused", report_to=[])
-    assert (args.rho, args.alpha, args.beta, args.noise_tokens) == (0.0, 1.0, 0.001, 256)
+    assert not hasattr(args, "rho")  # no perturbation knob at all: RepNoise does not perturb
+    assert (args.alpha, args.beta, args.noise_tokens) == (1.0, 0.001, 256)
 
 
 def test_trainer_needs_a_repnoise_config(tmp_path):
-    from vaccine.trainer import VaccineConfig
+    from vaccine.methods.vaccine import VaccineConfig
 
     with pytest.raises(TypeError):
         RepNoiseTrainer(model=make_tiny_model(), args=VaccineConfig(output_dir=str(tmp_path), report_to=[]))
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("alpha", -0.1), ("beta", -1.0), ("noise_tokens", 1), ("rho", 2.0)]
-)
+@pytest.mark.parametrize(("field", "value"), [("alpha", -0.1), ("beta", -1.0), ("noise_tokens", 1)])
 def test_config_rejects_bad_values_naming_the_field(tmp_path, field, value):
     with pytest.raises(ConfigError, match=field):
         RepNoiseConfig(output_dir=str(tmp_path), **{field: value})
+
+
+def test_rho_is_refused_naming_it(tmp_path):
+    from vaccine.defenses import registry
+
+    with pytest.raises(TypeError, match="rho"):
+        RepNoiseConfig(output_dir=str(tmp_path), rho=2.0)
+    with pytest.raises(ConfigError, match="rho"):
+        registry.build("repnoise", "align", rho=2.0)
 
 
 def test_evaluate_reports_the_combined_loss_without_touching_step_metrics(tmp_path):

@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import Trainer, TrainingArguments
 
 from vaccine.errors import ConfigError
-from vaccine.trainer import VaccineConfig, VaccineTrainer
+from vaccine.methods.vaccine import VaccineConfig, VaccineTrainer
 
 
 class TokenDataset(torch.utils.data.Dataset):

@@ -12,22 +12,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 
 from .callbacks import JsonlLogger
-from .data.records import Record
-from .data.sources import load_records
+from .data.context import DataContext
+from .data.records import Record, seeded_subset
+from .data.resolve import load_records
 from .data.templates import TEMPLATES
 from .defenses import registry
-from .defenses.base import AlignMethod, DataContext
 from .errors import ConfigError, DataError
 from .eval.generate import GenerationSettings
 from .io import write_json_atomic
 from .lora import LoraSettings, attach_lora
+from .methods.base import AlignMethod
 from .models import load_model_and_tokenizer
 from .self_distill import CACHE_FILE, self_distill
 from .stage_io import train_and_save
-from .trainer import VaccineConfig
 
 
 @dataclass
@@ -72,7 +72,7 @@ class AlignSpec:
         if self.max_length < 8:
             raise ConfigError(f"--max-length must be >= 8; got {self.max_length}")
         self.method_obj: AlignMethod = registry.build(self.method, "align", **self.method_args)
-        self.training: VaccineConfig = self.method_obj.build_config(self.training_args)
+        self.training: TrainingArguments = self.method_obj.build_config(self.training_args)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON: what was run, with every default filled in."""
@@ -91,7 +91,7 @@ def select_samples(records: list[Record], num_samples: int | None, seed: int, so
         return records
     if num_samples > len(records):
         raise DataError(f"--num-samples {num_samples} is larger than the {len(records)} samples in {source}")
-    return random.Random(seed).sample(records, num_samples)
+    return seeded_subset(records, num_samples, seed)
 
 
 def alignment_records(spec: AlignSpec, model: Any, tokenizer: Any) -> list[Record]:

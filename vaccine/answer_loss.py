@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # the label of positions the loss skips (prompt, padding); data.tokenize writes it
 
 
 def output_layer(model: nn.Module) -> nn.Module | None:

@@ -416,8 +416,8 @@ def _add_tsne(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_tsne(args: argparse.Namespace) -> int:
-    from .data.sources import load_records
-    from .defenses.base import DataContext
+    from .data.context import DataContext
+    from .data.resolve import load_records
     from .eval.tsne import sentence_embeddings, tsne_figure
     from .evaluate import sample
     from .stage_io import load_merged_model

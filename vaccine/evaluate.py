@@ -9,16 +9,15 @@ error, per-prompt records and timings, written atomically.
 from __future__ import annotations
 
 import dataclasses
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaccine import __version__
-from vaccine.data.records import Record
-from vaccine.data.sources import load_records
-from vaccine.defenses.base import DataContext
+from vaccine.data.context import DataContext
+from vaccine.data.records import Record, seeded_subset
+from vaccine.data.resolve import load_records
 from vaccine.errors import ConfigError, DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
@@ -89,7 +88,7 @@ def sample(records: list[Record], k: int | None, seed: int, source: str) -> list
         return records
     if k > len(records):
         raise DataError(f"asked for {k} samples but {source} has {len(records)}")
-    return random.Random(seed).sample(records, k)
+    return seeded_subset(records, k, seed)
 
 
 def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Non-aligned), train, and write the adapter, the resolved config and the log into
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,16 @@ from typing import Any
 from transformers import TrainingArguments, set_seed
 
 from vaccine.callbacks import JsonlLogger
+from vaccine.data.context import DataContext
 from vaccine.data.mixing import harmful_count, mix_harmful, validate_mix
-from vaccine.data.records import Record
-from vaccine.data.sources import load_records
+from vaccine.data.records import Record, seeded_subset
+from vaccine.data.resolve import load_records
 from vaccine.data.splits import assert_disjoint, evaluation_prompts
 from vaccine.data.templates import TEMPLATES
 from vaccine.defenses import registry
-from vaccine.defenses.base import DataContext, FinetuneContext, FinetuneDefense
 from vaccine.errors import ConfigError
 from vaccine.eval.drift import DriftTracker
-from vaccine.finetune_trainer import FinetuneTrainer
+from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 from vaccine.io import write_json_atomic
 from vaccine.lora import LoraSettings, attach_lora, load_adapter, merge_lora
 from vaccine.models import load_model_and_tokenizer
@@ -125,7 +124,7 @@ def drift_tracking(spec: FinetuneSpec, model: Any, data: DataContext) -> list[Dr
     if spec.drift_every == 0:
         return []
     alignment = load_records(spec.alignment_data)
-    sample = random.Random(spec.training.seed).sample(alignment, min(spec.drift_samples, len(alignment)))
+    sample = seeded_subset(alignment, spec.drift_samples, spec.training.seed)
     tracker = DriftTracker(
         list(data.loader(sample, 8, spec.training.seed)), spec.drift_every, spec.out / "drift.jsonl"
     )

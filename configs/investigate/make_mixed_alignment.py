@@ -13,7 +13,7 @@ import random
 import sys
 from pathlib import Path
 
-from vaccine.data.sources import load_records
+from vaccine.data.resolve import load_records
 from vaccine.tasks import get_task
 
 SEED = 42

@@ -1,9 +1,15 @@
-"""Data for alignment, attack and evaluation: records, loaders, built-in splits, templates, tokenization."""
+"""Data for alignment, attack and evaluation: records, loaders, built-in splits, templates, tokenization.
+
+Layers, each importing only those below it: ``records`` (the Record type, prompt hashing, seeded subsets),
+``files`` (user files and hub data sets), ``sources`` (the packaged assets), ``splits`` (the built-in
+splits), ``resolve`` (a data spec -> records).
+"""
 
 from __future__ import annotations
 
-from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import load_file, load_hub, load_records
+from vaccine.data.files import load_file, load_hub
+from vaccine.data.records import Record, normalize_text, prompt_hash, seeded_subset
+from vaccine.data.resolve import load_records
 from vaccine.data.splits import SPLITS, alignment_split, assert_disjoint, evaluation_prompts, harmful_split
 from vaccine.data.templates import TEMPLATES, format_prompt
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset, encode_record
@@ -24,4 +30,6 @@ __all__ = [
     "load_hub",
     "load_records",
     "normalize_text",
+    "prompt_hash",
+    "seeded_subset",
 ]

@@ -1,13 +1,19 @@
-"""One record type for every source, plus the text helpers used to compare prompts across sources.
+"""One record type for every source, plus the text helpers used to compare, hash and sample prompts.
 
 Alignment, attack and evaluation data come from different packages and files; putting them all into the
 same small frozen type lets the split builders deduplicate and check disjointness with one code path.
+Every split by prompt (built-in splits, task splits, the judge's label splits) hashes with
+:func:`prompt_hash`, and every seeded subset is drawn with :func:`seeded_subset`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 _PUNCT = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -42,6 +48,28 @@ class Record:
 def normalize_text(text: str) -> str:
     """Lowercase, drop punctuation, collapse whitespace: the key under which two prompts count as equal."""
     return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
+def prompt_hash(prompt: str, salt: str | None = None) -> str:
+    """sha256 hex digest of the normalised prompt (:func:`normalize_text`), so a split by prompt ignores
+    case, punctuation and order. With a ``salt`` the hashed text is ``f"{salt}:{normalised}"`` (a different
+    salt gives an independent hash; ``""`` is a salt too, hashing ``":" + normalised``); without one, the
+    normalised prompt alone. Hex order is byte order: the first byte is ``int(digest[:2], 16)``."""
+    text = normalize_text(prompt) if salt is None else f"{salt}:{normalize_text(prompt)}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+T = TypeVar("T")
+
+
+def seeded_subset(records: Sequence[T], k: int | None, seed: int) -> list[T]:
+    """``k`` items drawn without replacement by ``random.Random(seed).sample``, in draw order: the same
+    records, seed and ``k`` give the same subset on every machine. ``k=None`` means all of them, in their
+    own order (a copy, no shuffle); ``k >= len(records)`` draws all of them, in the seeded draw's order.
+    Callers that must not silently shrink (asking for more than exists) check ``k`` themselves."""
+    if k is None:
+        return list(records)
+    return random.Random(seed).sample(records, min(k, len(records)))
 
 
 def word_set(text: str) -> frozenset[str]:

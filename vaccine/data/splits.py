@@ -7,7 +7,6 @@ on every machine. Every builder here is deterministic (seeded by prompt text, no
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 
 from vaccine.data import sources
-from vaccine.data.records import Record, jaccard, looks_like_refusal, normalize_text, word_set
+from vaccine.data.records import Record, jaccard, looks_like_refusal, normalize_text, prompt_hash, word_set
 from vaccine.errors import DataError
 
 NEAR_DUPLICATE = 0.8  # word-set Jaccard at or above which two prompts count as the same request
@@ -241,14 +240,9 @@ def harmful_defense_split() -> list[Record]:
     return [r for r in _harmful() if _reserved_for_defenses(r)]
 
 
-def _prompt_hash(record: Record, salt: str = "") -> bytes:
-    """The seeded hash of the normalised prompt: the splits by prompt below use it (a salt gives an
-    independent one)."""
-    return hashlib.sha256(f"{SEED}{salt}:{normalize_text(record.prompt)}".encode()).digest()
-
-
 def _prompt_byte(record: Record) -> int:
-    return _prompt_hash(record)[0]
+    """The first byte (0..255) of the seeded prompt hash: the splits by prompt below use it."""
+    return int(prompt_hash(record.prompt, str(SEED))[:2], 16)
 
 
 def _reserved_for_defenses(record: Record) -> bool:
@@ -430,7 +424,7 @@ def _benign() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
 
 
 def _hash_ordered(records: Iterable[Record]) -> list[Record]:
-    return sorted(records, key=lambda r: _prompt_hash(r, "order"))
+    return sorted(records, key=lambda r: prompt_hash(r.prompt, f"{SEED}order"))
 
 
 def benign_split() -> list[Record]:

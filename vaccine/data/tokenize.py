@@ -12,11 +12,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vaccine.answer_loss import IGNORE_INDEX
 from vaccine.data.records import Record
 from vaccine.data.templates import format_prompt
 from vaccine.errors import ConfigError
-
-IGNORE_INDEX = -100
 
 
 def _prompt_ids(tokenizer: Any, text: str) -> list[int]:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from vaccine.defenses.base import FinetuneContext, FinetuneDefense
 from vaccine.defenses.registry import register
 from vaccine.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vaccine.finetune_trainer import FinetuneTrainer
+from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -32,7 +29,7 @@ def diagonal_fisher(
     for batch in loader:
         if seen == batches:
             break
-        loss = model(**trainer._prepare_inputs(batch)).loss
+        loss = model(**trainer.prepare_inputs(batch)).loss
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for (name, _), grad in zip(params.items(), grads, strict=True):
             if grad is not None:

@@ -5,18 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from vaccine.defenses.base import FinetuneContext, FinetuneDefense
 from vaccine.defenses.registry import register
 from vaccine.errors import ConfigError
+from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 from vaccine.lora import read_adapter_config
-
-if TYPE_CHECKING:
-    from vaccine.finetune_trainer import FinetuneTrainer
 
 REFERENCE_ADAPTER = "kl_reference"
 
@@ -74,7 +71,7 @@ class KL(FinetuneDefense):
             model.set_adapter(active)  # also restores requires_grad on the trained adapter
 
     def penalty(self, trainer: FinetuneTrainer, model: torch.nn.Module, inputs: dict[str, Any], outputs: Any):
-        peft_model = trainer.accelerator.unwrap_model(model)
+        peft_model = trainer.unwrap(model)
         forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
         with torch.no_grad(), self._reference(peft_model):
             reference = peft_model(**forward).logits

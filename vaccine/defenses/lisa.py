@@ -9,18 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
-from vaccine.defenses.base import FinetuneContext, FinetuneDefense
 from vaccine.defenses.ewc import trainable_parameters
 from vaccine.defenses.registry import register
 from vaccine.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vaccine.finetune_trainer import FinetuneTrainer
+from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 
 
 @register("lisa", stage="finetune")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vaccine.defenses.base import FinetuneDefense
 from vaccine.defenses.registry import register
+from vaccine.finetune_trainer import FinetuneDefense
 
 
 @register("none", stage="finetune")

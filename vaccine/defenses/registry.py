@@ -1,8 +1,10 @@
 """One registry for every defense, alignment-stage and fine-tune-stage, selectable by name.
 
 A defense is a dataclass whose fields are its knobs (lambda, m, ...), registered with
-``@register("name", stage=...)``. Adding a method is one new file plus that decorator (and an import line
-in ``vaccine/defenses/__init__.py``), as in lm-eval's and PEFT's registries.
+``@register("name", stage=...)``, as in lm-eval's and PEFT's registries. Adding an alignment-stage method is
+one package ``vaccine/methods/<name>/`` plus an import line in ``vaccine/methods/__init__.py``; adding a
+fine-tune-stage defense is one module ``vaccine/defenses/<name>.py`` plus an import line in
+``vaccine/defenses/__init__.py``. Importing :mod:`vaccine.defenses` registers both kinds.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from vaccine.data.mixing import mix_in
 from vaccine.data.records import Record
-from vaccine.defenses.base import FinetuneContext, FinetuneDefense
 from vaccine.defenses.registry import register
+from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense
 
 
 @register("vlguard", stage="finetune")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from transformers import TrainerCallback
 
-from vaccine.perturb import capture_outputs, find_attention_modules
+from vaccine.methods.vaccine.perturb import capture_outputs, find_attention_modules
 
 Reduction = Literal["mean_l2", "sum_sq"]
 

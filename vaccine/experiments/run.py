@@ -74,8 +74,8 @@ def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> 
 
 def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
     """One picture per method: alignment-data embeddings of the aligned model and after each p."""
-    from vaccine.data.sources import load_records
-    from vaccine.defenses.base import DataContext
+    from vaccine.data.context import DataContext
+    from vaccine.data.resolve import load_records
     from vaccine.eval.tsne import sentence_embeddings, tsne_figure
     from vaccine.evaluate import sample
     from vaccine.stage_io import load_merged_model

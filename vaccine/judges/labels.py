@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaccine.assets import AssetError
-from vaccine.data.records import normalize_text
-from vaccine.data.sources import (
-    forgelm_chats,
-    human_scores,
-    jsonl_rows,
-    pyrit_many_shot,
-    scorer_files,
-    scorer_rows,
-)
+from vaccine.data.files import jsonl_rows
+from vaccine.data.records import prompt_hash
+from vaccine.data.sources import forgelm_chats, human_scores, pyrit_many_shot, scorer_files, scorer_rows
 from vaccine.errors import DataError
 from vaccine.judges.kinds import COMPLIANCE, KINDS, NOT_COMPLIANCE, harmless_kind
 
@@ -44,8 +38,7 @@ class LabelledAnswer:
 
 def prompt_bucket(prompt: str) -> int:
     """0..99 from a hash of the normalised prompt: every split by prompt in the judge uses this one key."""
-    digest = hashlib.sha256(normalize_text(prompt).encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) % 100
+    return int(prompt_hash(prompt)[:8], 16) % 100
 
 
 def split_of(prompt: str, test_percent: int, validation_percent: int) -> str:

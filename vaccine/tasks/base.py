@@ -9,13 +9,12 @@ here once, so a new task is one file with the ``register_task`` decorator.
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-from vaccine.data.records import Record, normalize_text
-from vaccine.data.sources import FILE_TYPES, csv_rows, json_rows, jsonl_rows
+from vaccine.data.files import FILE_TYPES, csv_rows, json_rows, jsonl_rows
+from vaccine.data.records import Record, normalize_text, prompt_hash
 from vaccine.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
@@ -28,7 +27,7 @@ HubRef = tuple[str, str | None]  # (hub id or local folder, config name)
 # ---------------------------------------------------------------- deterministic split
 def _split_key(record: Record, seed: int) -> str:
     """Seeded by the normalised prompt, not by position, so a split survives reordering of the source."""
-    return hashlib.sha256(f"{seed}:{normalize_text(record.prompt)}".encode()).hexdigest()
+    return prompt_hash(record.prompt, str(seed))
 
 
 def dedupe(records: list[Record]) -> list[Record]:

@@ -15,8 +15,8 @@ from fractions import Fraction
 from functools import cache
 
 from vaccine.assets import asset_file
+from vaccine.data.files import read_text
 from vaccine.data.records import Record
-from vaccine.data.sources import read_text
 from vaccine.errors import DataError
 from vaccine.tasks.base import SEED, Task, gold, pick_field, register_task, split_records
 

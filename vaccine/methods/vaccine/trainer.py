@@ -24,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .metered import MeteredTrainer
+from vaccine.metered import MeteredTrainer
+
+from .config import VaccineConfig
 from .perturb import (
     add_perturbation,
     capture_outputs,
@@ -32,7 +34,6 @@ from .perturb import (
     perturbation_from_grads,
     squared_norm,
 )
-from .trainer_config import VaccineConfig
 
 __all__ = ["VaccineConfig", "VaccineTrainer"]
 

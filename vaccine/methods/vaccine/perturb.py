@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from vaccine.errors import ConfigError
 
 NormScope = Literal["batch", "sample"]
 _ATTENTION_NAME = re.compile(r"(^|_)(self_)?(attn|attention)$")

@@ -1,12 +1,22 @@
-"""Vaccine (Huang et al., NeurIPS 2024): perturbation-aware alignment; see vaccine/trainer.py."""
+"""Vaccine (Huang et al., NeurIPS 2024): perturbation-aware alignment.
+
+- :mod:`.config`: :class:`VaccineConfig`, ``TrainingArguments`` plus rho, tau, layer choice, norm scope;
+- :mod:`.perturb`: where eps is computed: find the attention outputs, take their gradient, add eps;
+- :mod:`.trainer`: :class:`VaccineTrainer`, the two-pass perturbation-aware step.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from vaccine.defenses.base import AlignMethod
 from vaccine.defenses.registry import register
+from vaccine.methods.base import AlignMethod
+
+from .config import VaccineConfig
+from .trainer import VaccineTrainer
+
+__all__ = ["Vaccine", "VaccineConfig", "VaccineTrainer"]
 
 
 @register("vaccine", stage="align")
@@ -18,6 +28,8 @@ class Vaccine(AlignMethod):
     tau: int = 1
     perturb_modules: str | None = None
     perturbation_norm: str = "batch"
+    config_class = VaccineConfig
+    trainer_class = VaccineTrainer
 
     def config_overrides(self) -> dict[str, Any]:
         return {

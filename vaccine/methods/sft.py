@@ -5,14 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vaccine.defenses.base import AlignMethod
 from vaccine.defenses.registry import register
+from vaccine.methods.base import AlignMethod
+from vaccine.methods.vaccine import VaccineConfig, VaccineTrainer
 
 
 @register("sft", stage="align")
 @dataclass
 class SFT(AlignMethod):
-    """Supervised alignment on refusals, no perturbation (the paper's SFT baseline)."""
+    """Supervised alignment on refusals, no perturbation (the paper's SFT baseline).
+
+    Trained as Vaccine with ``rho=0``, the paper's limit, which is exactly a plain ``Trainer``.
+    """
+
+    config_class = VaccineConfig
+    trainer_class = VaccineTrainer
 
     def config_overrides(self) -> dict[str, Any]:
         return {"rho": 0.0}

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .errors import ConfigError
+from vaccine.errors import ConfigError
 
 
 @dataclass
 class VaccineConfig(TrainingArguments):
-    """Training arguments for :class:`~vaccine.trainer.VaccineTrainer`.
+    """Training arguments for :class:`~vaccine.methods.vaccine.trainer.VaccineTrainer`.
 
     ``rho=0`` is plain SFT; ``tau>1`` is Accelerated Vaccine (perturb only every tau-th step).
     """

@@ -1,0 +1,82 @@
+"""RepNoiseTrainer: a metered ``Trainer`` whose loss adds RepNoise's terms on each batch's harmful half."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaccine.data.tokenize import IGNORE_INDEX
+from vaccine.metered import MeteredTrainer
+
+from .config import RepNoiseConfig
+from .data import HARMFUL_KEYS, HARMFUL_PREFIX
+from .losses import bounded_ascent, representation_noise_loss
+
+__all__ = ["RepNoiseTrainer"]
+
+
+class RepNoiseTrainer(MeteredTrainer):
+    """``Trainer`` whose loss adds RepNoise's terms on the ``harmful_*`` half of each batch.
+
+    Logs, besides the metered trainer's metrics: ``harmless_loss``, ``harmful_loss`` (the harmful answer's
+    CE, which should rise) and ``noise_loss`` (the MMD, which should fall). Batches without ``harmful_*``
+    keys (e.g. an ordinary eval set) get the plain loss. The harmful columns survive
+    ``remove_unused_columns=True``.
+    """
+
+    args: RepNoiseConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, RepNoiseConfig):
+            raise TypeError("RepNoiseTrainer needs a RepNoiseConfig as `args`")
+
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the harmful columns, which the model's forward does not name, through column removal."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [key for key in HARMFUL_KEYS if key not in self._signature_columns]
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        inputs = dict(inputs)  # the caller's batch stays whole (the Trainer may reuse it, e.g. to count)
+        harmful = {key[len(HARMFUL_PREFIX) :]: inputs.pop(key) for key in HARMFUL_KEYS if key in inputs}
+        loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+        if harmful:
+            scaled = self._loss_is_scaled_for_accumulation(num_items_in_batch)
+            self._log_term("harmless_loss", loss, scaled)
+            loss = loss + self._harmful_terms(model, harmful, scaled)
+        return (loss, outputs) if return_outputs else loss
+
+    def _harmful_terms(
+        self, model: nn.Module, harmful: dict[str, torch.Tensor], scaled: bool
+    ) -> torch.Tensor:
+        """beta * noise - alpha * ascent on one harmful micro-batch, divided by the accumulation steps when
+        the harmless loss is already normalised over the whole window, so both sum to window means."""
+        out = model(**harmful, output_hidden_states=True)
+        # noise the harmful answer only: harmful prompts also open the harmless half, whose safe answer must
+        # stay reachable from a harmful prompt's representations
+        mask = harmful["labels"] != IGNORE_INDEX
+        noise = representation_noise_loss(out.hidden_states[1:], mask, self.args.noise_tokens)
+        ascent = bounded_ascent(out.loss, out.logits.shape[-1])
+        self._log_term("harmful_loss", out.loss, False)
+        self._log_term("noise_loss", noise, False)
+        terms = self.args.beta * noise + self.args.alpha * ascent
+        return terms / self._accumulation_steps() if scaled else terms
+
+    def _accumulation_steps(self) -> int:
+        """Micro-batches in this optimizer step (the Trainer's loop sets it; a direct caller may not)."""
+        return getattr(self, "current_gradient_accumulation_steps", None) or 1
+
+    def _log_term(self, key: str, value: torch.Tensor, scaled: bool) -> None:
+        """Record a micro-batch term as its share of the window mean (the way the loss itself is logged)."""
+        # eval (prediction_step) calls compute_loss too: only training steps belong in the step metrics
+        if not self.model.training:
+            return
+        self.record(key, value if scaled else value / self._accumulation_steps())
