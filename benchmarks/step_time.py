@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +23,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from benchmarks.memory import peak_memory
 from vaccine.data.context import DataContext
 from vaccine.data.records import Record
-from vaccine.defenses import registry
 from vaccine.lora import LoraSettings, attach_lora
-from vaccine.stage_io import training_arguments
+from vaccine.methods import METHODS
+from vaccine.settings import TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -78,14 +79,14 @@ class StepClock(TrainerCallback):
 
 def benchmark_arguments(settings: Settings, out: str) -> dict[str, Any]:
     """The same ``TrainingArguments`` fields for every contender: no checkpoints, no per-step logging cost."""
-    args = training_arguments(
-        out,
+    training = TrainingSettings(
+        out=Path(out),
         epochs=1,
         max_steps=settings.warmup + settings.steps,
         lr=1e-4,
         batch_size=settings.batch_size,
-        dtype="bfloat16" if settings.bf16 else "float32",
     )
+    args = training.training_arguments("bfloat16" if settings.bf16 else "float32")
     args.update(save_strategy="no", logging_steps=1000, disable_tqdm=True)
     return args
 
@@ -99,14 +100,14 @@ def build_trainer(
 ) -> Trainer:
     """The contender's trainer, built the way `vaccine align` builds it (or a plain Trainer)."""
     if contender.method is None:
-        method = registry.build("sft", "align")
+        method = METHODS.build("sft")
         return Trainer(
             model=model,
             args=TrainingArguments(**args),
             train_dataset=method.train_dataset(records, data),
             data_collator=method.collator(data),
         )
-    method = registry.build(contender.method, "align", **contender.knobs)
+    method = METHODS.build(contender.method, **contender.knobs)
     return method.trainer_class(
         model=model,
         args=method.build_config(args),

@@ -14,7 +14,6 @@ import argparse
 import json
 from pathlib import Path
 
-from vaccine.eval.generate import GenerationSettings
 from vaccine.evaluate import EvaluateSpec, rejudge
 from vaccine.experiments.report import build_report
 from vaccine.experiments.store import ResultStore
@@ -31,10 +30,8 @@ def main() -> None:
     for row in ResultStore(args.store).rows():
         previous = json.loads(Path(row["artifacts"]["eval_json"]).read_text(encoding="utf-8"))
         config = {k: v for k, v in previous["config"].items() if k not in ("judge_version", "out")}
-        spec = EvaluateSpec(
-            **{**config, "generation": GenerationSettings(**config["generation"])},
-            out=args.out / "eval" / Path(row["artifacts"]["eval_json"]).name,
-        )
+        config.update(config.pop("generation", {}))  # evaluations written before the settings were flat
+        spec = EvaluateSpec(**config, out=args.out / "eval" / Path(row["artifacts"]["eval_json"]).name)
         spec.judge = args.judge
         result = rejudge(previous, spec)
         harmful = result["records"]["harmful"]

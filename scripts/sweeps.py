@@ -8,15 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
-
 from vaccine.align import AlignSpec, run_alignment
-from vaccine.eval.generate import GenerationSettings
 from vaccine.evaluate import EvaluateSpec, run_evaluate
 from vaccine.finetune import FinetuneSpec, run_finetune
 from vaccine.io import write_text_atomic
-from vaccine.lora import LoraSettings
-from vaccine.stage_io import training_arguments
 
 MAX_LENGTH = 160  # the demo's
 
@@ -31,7 +26,7 @@ def evaluate(out: Path, adapters: list[Path], *, num_task: int, num_benign: int,
                 harmful_prompts="harmful-validation",
                 num_task=num_task,
                 num_benign=num_benign,
-                generation=GenerationSettings(max_new_tokens, 128),
+                max_new_tokens=max_new_tokens,
             )
         )
     return json.loads(out.read_text())["metrics"]
@@ -52,15 +47,16 @@ def align(
     """An aligned adapter: ``num_samples`` pairs, ``share`` of them benign prompts answered by the base
     model itself (self-distillation), the rest harmful prompts with safe answers from ``data``."""
     if not (folder / "summary.json").is_file():
-        training = training_arguments(folder, epochs=epochs, max_steps=-1, lr=lr, batch_size=5, save_steps=20)
         run_alignment(
             AlignSpec(
                 method=method,
                 out=folder,
                 method_args=knobs,
                 data=data,
-                lora=LoraSettings(r=lora_r, alpha=max(1, lora_r // 2)),  # the default alpha/r of 1/2
-                training_args=training,
+                lora_r=lora_r,
+                lora_alpha=max(1, lora_r // 2),  # the default alpha/r of 1/2
+                epochs=epochs,
+                lr=lr,
                 num_samples=num_samples,
                 helpful_data="benign" if share > 0 else None,
                 helpful_share=share,
@@ -73,11 +69,11 @@ def align(
 def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: float) -> Path:
     """The user's fine-tune on SST-2 with a share ``p`` of harmful pairs, on top of ``aligned``."""
     if not (folder / "summary.json").is_file():
-        training = training_arguments(folder, epochs=epochs, max_steps=-1, lr=lr, batch_size=5, save_steps=20)
         run_finetune(
             FinetuneSpec(
                 out=folder,
-                training=TrainingArguments(**training),
+                epochs=epochs,
+                lr=lr,
                 aligned=aligned,
                 p=p,
                 n=n,

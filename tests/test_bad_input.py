@@ -63,7 +63,7 @@ def test_bad_data_files_are_named(tmp_path, tiny_model_dir, files, capsys, data,
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--method", "magic"], "unknown --method 'magic'"),
+        (["--method", "magic"], "--method: unknown alignment method 'magic'"),
         (["--method", "vaccine", "--rho", "-0.5"], "rho must be >= 0"),
         (["--method", "vaccine", "--tau", "0"], "tau must be an integer >= 1"),
         (["--method", "sft", "--model", "/no/such/model"], "/no/such/model"),

@@ -99,7 +99,7 @@ def test_sft_logs_no_perturbed_loss(tiny_model_dir, alignment_file, tmp_path):
     ("flags", "message"),
     [
         (["--data", "missing.jsonl"], "missing.jsonl"),
-        (["--num-samples", "1000"], "--num-samples 1000"),
+        (["--num-samples", "1000"], "--num-samples: 1000 is larger"),
         (["--tau", "0"], "tau"),
         (["--rho", "-1"], "rho"),
         (["--template", "nope"], None),

@@ -11,11 +11,12 @@ from transformers import TrainingArguments
 
 from vaccine.data.context import DataContext
 from vaccine.data.records import Record
-from vaccine.defenses import registry
+from vaccine.defenses import DEFENSES
 from vaccine.defenses.kl import token_kl
 from vaccine.errors import ConfigError
 from vaccine.finetune_trainer import FinetuneContext, FinetuneTrainer
 from vaccine.lora import LoraSettings, attach_lora
+from vaccine.methods import METHODS
 
 USER = [
     Record(f"write a poem about the cat {i % 7}", "sure here are steps first then finally", "t", "harmful")
@@ -35,7 +36,7 @@ def context(tokenizer) -> FinetuneContext:
 def finetune(tmp_path, tokenizer, defense_name="none", steps=6, lr=5e-2, **knobs):
     torch.manual_seed(0)
     model = attach_lora(make_tiny_model("llama"), LORA)
-    defense = registry.build(defense_name, "finetune", **knobs)
+    defense = DEFENSES.build(defense_name, **knobs)
     ctx = context(tokenizer)
     records = defense.prepare_data(USER, ctx)
     args = TrainingArguments(
@@ -86,7 +87,7 @@ def reference_kl(trainer, tokenizer) -> float:
     return token_kl(reference, logits, batch["labels"]).item()
 
 
-@pytest.mark.parametrize("name", registry.names("finetune"))
+@pytest.mark.parametrize("name", list(DEFENSES))
 def test_every_finetune_defense_runs_and_trains_every_adapter_weight(tmp_path, tiny_tokenizer, name):
     knobs = {"vlguard": {"m": 8}}.get(name, {})
     trainer, initial = finetune(tmp_path, tiny_tokenizer, name, steps=3, **knobs)
@@ -131,7 +132,7 @@ def test_token_kl_is_over_the_vocabulary_not_the_sequence():
 
 
 def test_vlguard_adds_exactly_m_alignment_samples(tiny_tokenizer):
-    defense = registry.build("vlguard", "finetune", m=9)
+    defense = DEFENSES.build("vlguard", m=9)
     mixed = defense.prepare_data(USER, context(tiny_tokenizer))
     assert len(mixed) == len(USER) + 9
     assert sum(r.label == "safe" for r in mixed) == 9
@@ -148,13 +149,14 @@ def test_lisa_alternates_states_and_pulls_toward_the_switch_point(tmp_path, tiny
 
 
 def test_registry_knobs_are_validated_and_coerced():
-    assert registry.build("ewc", "finetune", lam="10").lam == 10.0
+    assert DEFENSES.build("ewc", lam="10").lam == 10.0
     with pytest.raises(ConfigError, match="no knob 'lambda'"):
-        registry.build("ewc", "finetune", **{"lambda": 1})
-    with pytest.raises(ConfigError, match="unknown --defense 'nope'"):
-        registry.build("nope", "finetune")
+        DEFENSES.build("ewc", **{"lambda": 1})
+    with pytest.raises(ConfigError, match="defense: unknown fine-tune-stage defense 'nope'"):
+        DEFENSES.build("nope")
     with pytest.raises(ConfigError, match="must be a float"):
-        registry.build("kl", "finetune", lam="big")
-    with pytest.raises(ConfigError, match="--method"):
-        registry.get("ewc", "align")
-    assert all(dataclasses.is_dataclass(info.cls) for info in registry.DEFENSES.values())
+        DEFENSES.build("kl", lam="big")
+    with pytest.raises(ConfigError, match="method: unknown alignment method 'ewc'"):
+        METHODS.lookup("ewc")
+    assert all(dataclasses.is_dataclass(cls) for cls in [*DEFENSES.values(), *METHODS.values()])
+    assert set(METHODS) == {"sft", "vaccine", "repnoise"} and "none" in DEFENSES

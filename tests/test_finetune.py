@@ -7,13 +7,11 @@ import json
 import pytest
 import torch
 from conftest import write_jsonl
-from transformers import TrainingArguments
 
 from vaccine.cli import main
 from vaccine.data.records import normalize_text
 from vaccine.data.splits import evaluation_prompts
 from vaccine.finetune import FinetuneSpec, prepare_model, user_dataset
-from vaccine.lora import LoraSettings
 
 LORA = ["--lora-targets", "q_proj,v_proj", "--lora-r", "4"]
 
@@ -74,12 +72,12 @@ def aligned_run(tiny_model_dir, files, tmp_path):
 
 
 def spec(tmp_path, model, **overrides) -> FinetuneSpec:
-    args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), report_to=[], use_cpu=True, max_steps=1)
     return FinetuneSpec(
         out=tmp_path,
-        training=args,
+        max_steps=1,
         model=str(model),
-        lora=LoraSettings(r=4, target_modules=["q_proj", "v_proj"]),
+        lora_r=4,
+        lora_target_modules=["q_proj", "v_proj"],
         **overrides,
     )
 
@@ -199,7 +197,7 @@ def test_non_aligned_and_a_defense_from_the_cli(tmp_path, tiny_model_dir, files)
         (["--p", "1.5"], "--p"),
         (["--n", "1000"], "n=1000"),
         (["--lora-mode", "single"], "--aligned"),
-        (["--defense", "nope"], "unknown --defense 'nope'"),
+        (["--defense", "nope"], "--defense: unknown fine-tune-stage defense 'nope'"),
         (["--defense", "ewc", "--defense-arg", "lambda=3"], "no knob 'lambda'"),
         (["--task", "agnews"], "AG News"),
         (["--task", "mmlu"], "mmlu"),

@@ -46,7 +46,7 @@ def test_padding_side_is_restored_and_bad_settings_named(tiny_tokenizer):
     tiny_tokenizer.padding_side = "right"
     generate(model, tiny_tokenizer, PROMPTS[:2], GenerationSettings(max_new_tokens=2))
     assert tiny_tokenizer.padding_side == "right"
-    with pytest.raises(ConfigError, match="max-new-tokens"):
+    with pytest.raises(ConfigError, match="max_new_tokens"):
         GenerationSettings(max_new_tokens=0)
 
 
@@ -84,7 +84,7 @@ def test_common_prefix_leaves_every_prompt_a_token():
     assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 9]]) == 3
     assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
     assert common_prefix_length([[7], [7, 8]]) == 0
-    with pytest.raises(ConfigError, match="generation-engine"):
+    with pytest.raises(ConfigError, match="engine"):
         GenerationSettings(engine="vllm")
 
 

@@ -115,9 +115,15 @@ def test_the_alignment_may_have_its_own_lora_rank(raw_grid):
     [
         ({"bogus": 1}, "bogus: unknown key"),
         ({"finetune": {"lrr": 1}}, "finetune.lrr: unknown key"),
-        ({"p": [0.1, 1.5]}, "--p"),
+        ({"p": [0.1, 1.5]}, "grid.yaml: p: the harmful ratio"),
+        ({"align": {"helpful_share": 1.5}}, "grid.yaml: align.helpful_share: must be in"),
+        ({"evaluate": {"max_new_tokens": 0}}, "grid.yaml: evaluate.max_new_tokens: must be >= 1"),
+        ({"lora": {"r": 0}}, "grid.yaml: lora.r: the LoRA rank"),
         ({"n": ["many"]}, "'n' must hold int"),
-        ({"methods": [{"label": "X", "align": {"method": "magic"}}]}, "unknown --method 'magic'"),
+        (
+            {"methods": [{"label": "X", "align": {"method": "magic"}}]},
+            r"grid.yaml: methods\[X\].align.method: unknown alignment method 'magic'",
+        ),
         ({"methods": [{"label": "X", "align": {"method": "vaccine", "rhoo": 2}}]}, "no knob 'rhoo'"),
         ({"methods": [{"label": "X", "finetune": {"defense": "ewc", "lam": -1}}]}, "lam"),
         ({"methods": [{"label": "X", "align": {"method": "vaccine", "tau": 0}}]}, "tau"),

@@ -111,7 +111,7 @@ def test_align_with_a_helpful_share(tiny_model_dir, tmp_path):
     ("flags", "message"),
     [
         (["--helpful-share", "1.5", "--helpful-data", "benign", "--num-samples", "8"], "--helpful-share"),
-        (["--helpful-share", "0.5", "--num-samples", "8"], "needs --helpful-data"),
+        (["--helpful-share", "0.5", "--num-samples", "8"], "needs helpful_data"),
     ],
 )
 def test_bad_helpful_flags_are_named(tiny_model_dir, tmp_path, capsys, flags, message):

@@ -220,12 +220,12 @@ def test_config_rejects_bad_values_naming_the_field(tmp_path, field, value):
 
 
 def test_rho_is_refused_naming_it(tmp_path):
-    from vaccine.defenses import registry
+    from vaccine.methods import METHODS
 
     with pytest.raises(TypeError, match="rho"):
         RepNoiseConfig(output_dir=str(tmp_path), rho=2.0)
     with pytest.raises(ConfigError, match="rho"):
-        registry.build("repnoise", "align", rho=2.0)
+        METHODS.build("repnoise", rho=2.0)
 
 
 def test_evaluate_reports_the_combined_loss_without_touching_step_metrics(tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,65 +18,75 @@ from .callbacks import JsonlLogger
 from .data.context import DataContext
 from .data.records import Record, seeded_subset
 from .data.resolve import load_records
-from .data.templates import TEMPLATES
-from .defenses import registry
-from .errors import ConfigError, DataError
+from .errors import SettingError
 from .eval.generate import GenerationSettings
 from .io import write_json_atomic
-from .lora import LoraSettings, attach_lora
-from .methods.base import AlignMethod
+from .lora import attach_lora
+from .methods import METHODS, AlignMethod
 from .models import load_model_and_tokenizer
 from .self_distill import CACHE_FILE, self_distill
+from .settings import LoraFields, ModelSettings, TrainingSettings, require, setting
 from .stage_io import train_and_save
 
 
-@dataclass
-class AlignSpec:
+@dataclass(kw_only=True)
+class AlignSpec(ModelSettings, TrainingSettings, LoraFields):
     """Everything one alignment run needs, validated before any compute.
 
     ``method`` names an alignment-stage method of the registry (sft, vaccine, repnoise) and
-    ``method_args`` its knobs (e.g. rho, tau); ``training_args`` are ``TrainingArguments`` fields. Both are
-    checked here, when the spec is built, so a typo fails before a model is loaded.
+    ``method_args`` its knobs (e.g. rho, tau). Both are checked here, when the spec is built, so a typo
+    fails before a model is loaded. Every field is also a flag of ``vaccine align``.
     """
 
-    method: str
-    out: Path
-    training_args: dict[str, Any]
-    method_args: dict[str, Any] = field(default_factory=dict)
-    model: str = "smollm2-135m-instruct"
-    data: str = "alignment"
-    num_samples: int | None = None
-    template: str = "chat"
-    max_length: int = 256
-    dtype: str = "float32"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    trust_remote_code: bool = False
-    helpful_data: str | None = None
-    helpful_share: float = 0.0
-    self_distill_tokens: int = 96
-    self_distill_cache: Path | None = None  # default: out/self_distilled.jsonl
+    method: str = setting(help="alignment method: sft, vaccine, repnoise")
+    data: str = setting("alignment", "safety data: a built-in split, a local .json/.jsonl/.csv, or hf:ID")
+    num_samples: int | None = setting(None, "a seeded random subset of the data (default: all of it)")
+    helpful_data: str | None = setting(
+        None, "benign prompts mixed into the alignment data (e.g. 'benign'); the model answers them itself"
+    )
+    helpful_share: float = setting(0.0, "share of num_samples that is helpful")
+    self_distill_tokens: int = setting(96, "length of the self-distilled answers")
+    self_distill_cache: Path | None = setting(
+        None,
+        "JSONL of self-distilled answers by prompt, shareable between alignments of one base model "
+        "(default: OUT/self_distilled.jsonl)",
+    )
+    rho: float | None = setting(None, "vaccine: perturbation budget (the method's default: 2.0)")
+    tau: int | None = setting(None, "vaccine: perturb every tau-th step (the method's default: 1)")
+    method_args: dict[str, Any] = setting(
+        factory=dict, help="a method knob (repeatable)", flag="--method-arg"
+    )
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        ModelSettings.__post_init__(self)
+        TrainingSettings.__post_init__(self)
+        LoraFields.__post_init__(self)
         self.self_distill_cache = Path(self.self_distill_cache or self.out / CACHE_FILE)
-        if self.num_samples is not None and self.num_samples < 1:
-            raise ConfigError(f"--num-samples must be >= 1; got {self.num_samples}")
-        if not 0.0 <= self.helpful_share < 1.0:
-            raise ConfigError(f"--helpful-share must be in [0, 1); got {self.helpful_share}")
-        if self.helpful_share > 0 and (self.helpful_data is None or self.num_samples is None):
-            raise ConfigError("--helpful-share > 0 needs --helpful-data and --num-samples")
-        if self.self_distill_tokens < 1:
-            raise ConfigError(f"--self-distill-tokens must be >= 1; got {self.self_distill_tokens}")
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"--template must be one of {', '.join(TEMPLATES)}; got {self.template!r}")
-        if self.max_length < 8:
-            raise ConfigError(f"--max-length must be >= 8; got {self.max_length}")
-        self.method_obj: AlignMethod = registry.build(self.method, "align", **self.method_args)
-        self.training: TrainingArguments = self.method_obj.build_config(self.training_args)
+        require(
+            self.num_samples is None or self.num_samples >= 1,
+            "num_samples",
+            f"must be >= 1; got {self.num_samples}",
+        )
+        require(
+            0.0 <= self.helpful_share < 1.0, "helpful_share", f"must be in [0, 1); got {self.helpful_share}"
+        )
+        require(
+            self.helpful_share == 0 or (self.helpful_data is not None and self.num_samples is not None),
+            "helpful_share",
+            "> 0 needs helpful_data and num_samples",
+        )
+        require(
+            self.self_distill_tokens >= 1,
+            "self_distill_tokens",
+            f"must be >= 1; got {self.self_distill_tokens}",
+        )
+        shortcuts = {k: v for k, v in (("rho", self.rho), ("tau", self.tau)) if v is not None}
+        self.method_obj: AlignMethod = METHODS.build(self.method, **{**self.method_args, **shortcuts})
+        self.training: TrainingArguments = self.method_obj.build_config(self.training_arguments(self.dtype))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain JSON: what was run, with every default filled in."""
-        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training_args"}
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         plain["out"] = str(self.out)
         plain["self_distill_cache"] = str(self.self_distill_cache)
         plain["lora"] = dataclasses.asdict(self.lora)
@@ -90,7 +100,9 @@ def select_samples(records: list[Record], num_samples: int | None, seed: int, so
     if num_samples is None:
         return records
     if num_samples > len(records):
-        raise DataError(f"--num-samples {num_samples} is larger than the {len(records)} samples in {source}")
+        raise SettingError(
+            "num_samples", f"{num_samples} is larger than the {len(records)} samples in {source}"
+        )
     return seeded_subset(records, num_samples, seed)
 
 

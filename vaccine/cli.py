@@ -7,10 +7,13 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, VaccineError
+from .errors import ConfigError, SettingError, VaccineError
+from .settings import add_flags, flag_name, from_flags, setting
 
 PAPER = "Huang et al., Vaccine, NeurIPS 2024"
 
@@ -22,293 +25,109 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(json.dumps(summary, indent=2))
 
 
-def _add_common_flags(p: argparse.ArgumentParser, *, lr: float, epochs: float) -> None:
-    """Model, data formatting, LoRA and optimizer flags shared by `align` and `finetune`."""
-    p.add_argument(
-        "--model", default="smollm2-135m-instruct", help="HF id, local path or the embedded default"
+def _add_stage(
+    sub: argparse._SubParsersAction, name: str, spec: type, run: Callable[[Any], int], **texts: str
+) -> None:
+    """A sub-command whose flags are ``spec``'s fields (defaults and help from the dataclass)."""
+    p = sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
+    add_flags(p, spec)
+    p.set_defaults(func=lambda args: run(from_flags(spec, args)), spec=spec)
+
+
+def _run_align(spec: Any) -> int:
+    from .align import run_alignment
+
+    _print_summary(run_alignment(spec))
+    return 0
+
+
+def _run_finetune(spec: Any) -> int:
+    from .finetune import run_finetune
+
+    _print_summary(run_finetune(spec))
+    return 0
+
+
+def _run_evaluate(spec: Any) -> int:
+    from .evaluate import run_evaluate
+
+    result = run_evaluate(spec)
+    print(
+        json.dumps(
+            {"metrics": result["metrics"], "timings": result["timings"], "out": str(spec.out)}, indent=2
+        )
     )
-    p.add_argument("--out", required=True, type=Path, help="run folder (re-running resumes)")
-    p.add_argument("--epochs", type=float, default=epochs)
-    p.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--batch-size", type=int, default=5)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--template", default="chat", choices=["chat", "alpaca"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--lora-alpha", type=float, default=4)
-    p.add_argument("--lora-dropout", type=float, default=0.1)
-    p.add_argument(
-        "--lora-targets", default=None, help="comma-separated module names (default: q,k,v,o,gate,up,down)"
-    )
-    p.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (resume point)")
-    p.add_argument("--logging-steps", type=int, default=1)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument(
-        "--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)"
-    )
+    return 0
 
 
-def _training_args(args: argparse.Namespace) -> dict[str, Any]:
-    from .stage_io import training_arguments
+def _add_stages(sub: argparse._SubParsersAction) -> None:
+    from .align import AlignSpec
+    from .eval.tsne import TsneSpec
+    from .evaluate import EvaluateSpec
+    from .finetune import FinetuneSpec
 
-    return training_arguments(
-        args.out,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        weight_decay=args.weight_decay,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        seed=args.seed,
-        dtype=args.dtype,
-    )
-
-
-def _lora(args: argparse.Namespace):
-    from .lora import LoraSettings
-
-    targets = args.lora_targets.split(",") if args.lora_targets else None
-    return LoraSettings(
-        r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout, target_modules=targets
-    )
-
-
-def _add_align(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    _add_stage(
+        sub,
         "align",
+        AlignSpec,
+        _run_align,
         help="align a model (SFT, Vaccine, RepNoise) with LoRA",
         description=f"Alignment stage ({PAPER}). Writes adapter/, config.json, log.jsonl, "
         "summary.json and checkpoints/ into --out; re-running resumes from the last checkpoint.",
     )
-    p.add_argument("--method", required=True, help="alignment method: sft, vaccine, repnoise")
-    p.add_argument("--data", default="alignment", help="built-in split, local .json/.jsonl/.csv, or hf:ID")
-    p.add_argument("--num-samples", type=int, default=None, help="seeded random subset of the data")
-    p.add_argument(
-        "--helpful-data",
-        default=None,
-        help="benign prompts mixed into the alignment data (e.g. 'benign'); the model answers them itself",
-    )
-    p.add_argument("--helpful-share", type=float, default=0.0, help="share of --num-samples that is helpful")
-    p.add_argument("--self-distill-tokens", type=int, default=96, help="length of the self-distilled answers")
-    p.add_argument(
-        "--self-distill-cache",
-        type=Path,
-        default=None,
-        help="JSONL of self-distilled answers by prompt, shareable between alignments of one base model "
-        "(default: OUT/self_distilled.jsonl)",
-    )
-    p.add_argument("--rho", type=float, default=None, help="vaccine: perturbation budget (default 2.0)")
-    p.add_argument("--tau", type=int, default=None, help="vaccine: perturb every tau-th step (default 1)")
-    p.add_argument("--method-arg", action="append", metavar="KEY=VALUE", help="a method knob (repeatable)")
-    _add_common_flags(p, lr=1e-3, epochs=1.0)
-    p.set_defaults(func=_run_align)
-
-
-def _align_spec(args: argparse.Namespace):
-    from .align import AlignSpec
-    from .defenses.registry import parse_knobs
-
-    knobs: dict[str, Any] = parse_knobs(args.method_arg, "--method-arg")
-    knobs.update({k: v for k, v in (("rho", args.rho), ("tau", args.tau)) if v is not None})
-    return AlignSpec(
-        method=args.method,
-        out=args.out,
-        training_args=_training_args(args),
-        method_args=knobs,
-        model=args.model,
-        data=args.data,
-        num_samples=args.num_samples,
-        helpful_data=args.helpful_data,
-        helpful_share=args.helpful_share,
-        self_distill_tokens=args.self_distill_tokens,
-        self_distill_cache=args.self_distill_cache,
-        template=args.template,
-        max_length=args.max_length,
-        dtype=args.dtype,
-        lora=_lora(args),
-        trust_remote_code=args.trust_remote_code,
-    )
-
-
-def _run_align(args: argparse.Namespace) -> int:
-    from .align import run_alignment
-
-    _print_summary(run_alignment(_align_spec(args)))
-    return 0
-
-
-def _add_finetune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    _add_stage(
+        sub,
         "finetune",
+        FinetuneSpec,
+        _run_finetune,
         help="the attack: fine-tune on a benign task mixed with harmful data",
         description="Fine-tuning-as-a-service: n samples of --task of which floor(p*n) are "
         "harmful. Without --aligned the base model is attacked (Non-aligned).",
     )
-    p.add_argument("--aligned", type=Path, default=None, help="alignment run folder or adapter folder")
-    p.add_argument("--task", default="sst2", help="benign task: sst2, gsm8k, agnews, instruct")
-    p.add_argument(
-        "--task-source", default=None, help="local file or hub id for the task (default: embedded)"
-    )
-    # long forms: launchers (torchrun, accelerate launch) read "--p"/"--n" as abbreviations of their own flags
-    p.add_argument("--p", "--harmful-ratio", dest="p", type=float, default=0.1, help="harmful ratio, [0, 1]")
-    p.add_argument("--n", "--num-train", dest="n", type=int, default=1000, help="fine-tuning samples")
-    p.add_argument("--harmful", default="harmful", help="harmful data: built-in split, file or hf:ID")
-    p.add_argument("--alignment-data", default="alignment", help="safety data used by ewc, vlguard, lisa")
-    p.add_argument("--lora-mode", default="double", choices=["double", "single"])
-    p.add_argument("--defense", default="none", help="fine-tune-stage defense: none, ewc, kl, vlguard, lisa")
-    p.add_argument("--defense-arg", action="append", metavar="KEY=VALUE", help="a defense knob (repeatable)")
-    p.add_argument(
-        "--drift-every",
-        type=int,
-        default=0,
-        help="every K steps log alignment loss and embedding drift to drift.jsonl (0: off)",
-    )
-    p.add_argument("--drift-samples", type=int, default=16, help="alignment samples used for drift")
-    _add_common_flags(p, lr=1e-5, epochs=20.0)
-    p.set_defaults(func=_run_finetune)
-
-
-def _finetune_spec(args: argparse.Namespace):
-    from transformers import TrainingArguments
-
-    from .defenses.registry import parse_knobs
-    from .finetune import FinetuneSpec
-
-    return FinetuneSpec(
-        out=args.out,
-        training=TrainingArguments(**_training_args(args)),
-        model=args.model,
-        aligned=args.aligned,
-        task=args.task,
-        task_source=args.task_source,
-        p=args.p,
-        n=args.n,
-        harmful=args.harmful,
-        alignment_data=args.alignment_data,
-        lora_mode=args.lora_mode,
-        defense=args.defense,
-        defense_args=parse_knobs(args.defense_arg, "--defense-arg"),
-        template=args.template,
-        max_length=args.max_length,
-        dtype=args.dtype,
-        lora=_lora(args),
-        drift_every=args.drift_every,
-        drift_samples=args.drift_samples,
-        trust_remote_code=args.trust_remote_code,
-    )
-
-
-def _run_finetune(args: argparse.Namespace) -> int:
-    from .finetune import run_finetune
-
-    _print_summary(run_finetune(_finetune_spec(args)))
-    return 0
-
-
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    _add_stage(
+        sub,
         "evaluate",
+        EvaluateSpec,
+        _run_evaluate,
         help="Harmful Score, Fine-tune Accuracy and drift of a model",
         description="Batched greedy generation on held-out harmful prompts (HS, judged) and on "
         "the task's test split (FA). Writes one JSON with metrics, config, records, timings.",
     )
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument(
-        "--adapter",
-        action="append",
-        type=Path,
-        default=[],
-        help="adapter or run folder, merged in order (Double-LoRA: the alignment one, then the "
-        "fine-tuning one); repeatable",
+    _add_stage(
+        sub,
+        "tsne",
+        TsneSpec,
+        _run_tsne,
+        help="t-SNE picture of alignment-data embeddings across models",
+        description="One joint t-SNE of the alignment sample's embeddings under each model view.",
     )
-    p.add_argument(
-        "--harmful-prompts",
-        default="advbench",
-        help="advbench, harmbench, or a prompt file (.txt one per line, .jsonl, .json, .csv)",
-    )
-    p.add_argument(
-        "--num-harmful", type=int, default=None, help="a seeded sample of the prompts (default: all of them)"
-    )
-    p.add_argument("--task", default="sst2", help="sst2, gsm8k, agnews, instruct, or 'none'")
-    p.add_argument("--task-source", default=None)
-    p.add_argument("--num-task", type=int, default=200)
-    p.add_argument("--strict", action="store_true", help="strict exact-label scoring instead of the paper's")
-    p.add_argument(
-        "--judge",
-        default="default",
-        help="default (offline refusal + MiniLM), refusal, hf-classifier:ID, guard:ID",
-    )
-    p.add_argument("--max-new-tokens", type=int, default=128, help="for harmful prompts")
-    p.add_argument("--task-max-new-tokens", type=int, default=None, help="default: per task (sst2: 8)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument(
-        "--generation-engine",
-        default="prefix",
-        choices=["prefix", "hf"],
-        help="prefix: shared prompt prefix computed once, finished answers dropped (same answers, faster); "
-        "hf: transformers' generate",
-    )
-    p.add_argument("--template", default="chat", choices=["chat", "alpaca"])
-    p.add_argument(
-        "--reference-adapter",
-        action="append",
-        type=Path,
-        default=None,
-        help="adapters of the aligned model: adds embedding drift and alignment loss",
-    )
-    p.add_argument("--num-drift", type=int, default=32)
-    p.add_argument(
-        "--benign-prompts",
-        default="benign-eval",
-        help="held-out benign prompts for the over-refusal rate (a split or a file), or 'none'",
-    )
-    p.add_argument("--num-benign", type=int, default=100)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--out", required=True, type=Path, help="result JSON file")
-    p.set_defaults(func=_run_evaluate)
 
 
-def _run_evaluate(args: argparse.Namespace) -> int:
-    from .eval.generate import GenerationSettings
-    from .evaluate import EvaluateSpec, run_evaluate
+@dataclass(kw_only=True)
+class JudgeCommand:
+    retrain: bool = setting(False, "train again even if a cached judge exists")
+    validate: bool = setting(False, "same as the 'validate' action with no --labels")
 
-    spec = EvaluateSpec(
-        out=args.out,
-        model=args.model,
-        adapters=args.adapter,
-        harmful_prompts=args.harmful_prompts,
-        num_harmful=args.num_harmful,
-        task=None if args.task == "none" else args.task,
-        task_source=args.task_source,
-        num_task=args.num_task,
-        strict=args.strict,
-        judge=args.judge,
-        generation=GenerationSettings(
-            args.max_new_tokens, args.batch_size, args.template, args.generation_engine
-        ),
-        task_max_new_tokens=args.task_max_new_tokens,
-        reference_adapters=args.reference_adapter,
-        num_drift=args.num_drift,
-        benign_prompts=None if args.benign_prompts == "none" else args.benign_prompts,
-        num_benign=args.num_benign,
-        seed=args.seed,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
+
+@dataclass(kw_only=True)
+class JudgedPairs:
+    judge: str = setting("default", "default, refusal, hf-classifier:ID, guard:ID")
+    prompt_field: str = setting("prompt", "the field holding the prompt")
+    answer_field: str = setting("answer", "the field holding the answer")
+
+
+@dataclass(kw_only=True)
+class ScoreCommand(JudgedPairs):
+    file: Path = setting(help="JSONL, one object per line with a prompt and an answer", positional=True)
+    out: Path | None = setting(None, "JSONL with verdicts (default: stdout)")
+
+
+@dataclass(kw_only=True)
+class ValidateCommand(JudgedPairs):
+    labels: Path | None = setting(None, "labelled JSONL (default: the judge's own test splits)")
+    label_field: str = setting(
+        "kind", "field with refusal/compliance/other, or a binary label (1/0, true/false, harmful/safe)"
     )
-    result = run_evaluate(spec)
-    print(
-        json.dumps(
-            {"metrics": result["metrics"], "timings": result["timings"], "out": str(args.out)}, indent=2
-        )
-    )
-    return 0
 
 
 def _add_judge(sub: argparse._SubParsersAction) -> None:
@@ -318,26 +137,15 @@ def _add_judge(sub: argparse._SubParsersAction) -> None:
         description="The default judge: a three-way verdict (refusal / compliance / other) per answer, "
         "reading prompt and answer together. Without an action: train or load it and print its metadata.",
     )
-    p.add_argument("--retrain", action="store_true", help="train again even if a cached judge exists")
-    p.add_argument("--validate", action="store_true", help="same as the 'validate' action with no --labels")
+    add_flags(p, JudgeCommand)
     actions = p.add_subparsers(dest="action")
     score = actions.add_parser("score", help="judge every (prompt, answer) of a JSONL file")
-    score.add_argument("file", type=Path, help="JSONL, one object per line with a prompt and an answer")
-    score.add_argument("--out", type=Path, default=None, help="JSONL with verdicts (default: stdout)")
+    add_flags(score, ScoreCommand)
+    score.set_defaults(spec=ScoreCommand)
     validate = actions.add_parser("validate", help="precision/recall/F1/accuracy and the kinds' confusion")
-    validate.add_argument(
-        "--labels", type=Path, default=None, help="labelled JSONL (default: the judge's own test splits)"
-    )
-    validate.add_argument(
-        "--label-field",
-        default="kind",
-        help="field with refusal/compliance/other, or a binary label (1/0, true/false, harmful/safe)",
-    )
-    for action in (score, validate):
-        action.add_argument("--judge", default="default", help="default, refusal, hf-classifier:ID, guard:ID")
-        action.add_argument("--prompt-field", default="prompt")
-        action.add_argument("--answer-field", default="answer")
-    p.set_defaults(func=_run_judge)
+    add_flags(validate, ValidateCommand)
+    validate.set_defaults(spec=ValidateCommand)
+    p.set_defaults(func=_run_judge, spec=JudgeCommand)
 
 
 def _run_judge(args: argparse.Namespace) -> int:
@@ -392,45 +200,28 @@ def _score_file(judge: Any, pairs: list[tuple[str, str]], out: Path | None) -> N
     print(json.dumps({"out": str(out), "n": len(rows), "kinds": dict(Counter(r["kind"] for r in rows))}))
 
 
-def _add_tsne(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tsne",
-        help="t-SNE picture of alignment-data embeddings across models",
-        description="One joint t-SNE of the alignment sample's embeddings under each model view.",
-    )
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument(
-        "--view",
-        nargs=2,
-        action="append",
-        required=True,
-        metavar=("LABEL", "ADAPTERS"),
-        help="a label and comma-separated adapters merged in order ('-' for the base model)",
-    )
-    p.add_argument("--data", default="alignment")
-    p.add_argument("--num-samples", type=int, default=100)
-    p.add_argument("--layer", type=int, default=-1, help="hidden-state layer to embed (default: last)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", required=True, type=Path, help="PNG file")
-    p.set_defaults(func=_run_tsne)
-
-
-def _run_tsne(args: argparse.Namespace) -> int:
+def _run_tsne(spec: Any) -> int:
     from .data.context import DataContext
     from .data.resolve import load_records
     from .eval.tsne import sentence_embeddings, tsne_figure
     from .evaluate import sample
     from .stage_io import load_merged_model
 
-    records = sample(load_records(args.data), args.num_samples, args.seed, args.data)
+    records = sample(load_records(spec.data), spec.num_samples, spec.seed, spec.data)
     embeddings = {}
-    for label, adapters in args.view:
+    for label, adapters in spec.views:
         paths = [] if adapters == "-" else [Path(a) for a in adapters.split(",") if a]
-        model, tokenizer = load_merged_model(args.model, paths)
-        batches = DataContext(tokenizer).loader(records, 16, args.seed)
-        embeddings[label] = sentence_embeddings(model, batches, args.layer)
-    print(tsne_figure(embeddings, args.out, f"{args.data} embeddings ({len(records)} samples)", args.seed))
+        model, tokenizer = load_merged_model(spec.model, paths)
+        batches = DataContext(tokenizer).loader(records, 16, spec.seed)
+        embeddings[label] = sentence_embeddings(model, batches, spec.layer)
+    print(tsne_figure(embeddings, spec.out, f"{spec.data} embeddings ({len(records)} samples)", spec.seed))
     return 0
+
+
+@dataclass(kw_only=True)
+class RunCommand:
+    config: Path = setting(help="grid YAML (see configs/)", positional=True)
+    report: bool = setting(False, "build the report when the grid is done")
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -439,9 +230,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="run an experiment grid (align -> finetune -> evaluate -> store)",
         description="Validates the whole grid first, then runs the stages that are not cached yet.",
     )
-    p.add_argument("config", type=Path, help="grid YAML (see configs/)")
-    p.add_argument("--report", action="store_true", help="build the report when the grid is done")
-    p.set_defaults(func=_run_grid)
+    add_flags(p, RunCommand)
+    p.set_defaults(func=_run_grid, spec=RunCommand)
 
 
 def _run_grid(args: argparse.Namespace) -> int:
@@ -460,11 +250,16 @@ def _run_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+@dataclass(kw_only=True)
+class ReportCommand:
+    source: Path = setting(help="a grid YAML or a results.sqlite file", positional=True)
+    out: Path | None = setting(None, "report folder (default: the grid's out/report)")
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="Markdown + HTML report (paper's Table 1, plots) from a result store")
-    p.add_argument("source", type=Path, help="a grid YAML or a results.sqlite file")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default: the grid's out/report)")
-    p.set_defaults(func=_run_report)
+    add_flags(p, ReportCommand)
+    p.set_defaults(func=_run_report, spec=ReportCommand)
 
 
 def _report(store: Path, out: Path, references: tuple[str, ...] | None = None) -> int:
@@ -506,15 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vaccine", description=f"Vaccine ({PAPER}): align, attack, evaluate."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_align(sub)
-    _add_finetune(sub)
-    _add_evaluate(sub)
+    _add_stages(sub)
     _add_judge(sub)
-    _add_tsne(sub)
     _add_run(sub)
     _add_report(sub)
     _add_info(sub)
     return parser
+
+
+def _as_flag(err: SettingError, spec: type) -> SettingError:
+    """The error with its setting spelled as the flag the user typed (``--num-samples``)."""
+    named = {f.name: f.metadata.get("flag", flag_name(f.name)) for f in fields(spec)}
+    return err.written_as(named[err.setting]) if err.setting in named else err
 
 
 def _leave_process_group() -> None:
@@ -531,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         return args.func(args)
+    except SettingError as err:
+        print(f"vaccine {args.command}: error: {_as_flag(err, args.spec)}", file=sys.stderr)
+        return 2
     except VaccineError as err:
         print(f"vaccine {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ from vaccine import __version__
 from vaccine.data.context import DataContext
 from vaccine.data.records import Record, seeded_subset
 from vaccine.data.resolve import load_records
-from vaccine.errors import ConfigError, DataError
+from vaccine.errors import DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
 from vaccine.judges import Judge, check_judge_spec, get_judge, judge_version
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL, is_refusal
+from vaccine.settings import ModelSettings, require, same_as, setting
 from vaccine.stage_io import load_merged_model
 from vaccine.stats import share_with_interval
 from vaccine.tasks import get_task
@@ -31,47 +32,60 @@ from vaccine.tasks import get_task
 TASK_MAX_NEW_TOKENS = {"sst2": 8, "agnews": 8, "gsm8k": 256, "instruct": 128}
 
 
-@dataclass
-class EvaluateSpec:
-    """What to evaluate and how; validated before any model is loaded."""
+@dataclass(kw_only=True)
+class EvaluateSpec(ModelSettings):
+    """What to evaluate and how; validated before any model is loaded. Every field is also a flag of
+    ``vaccine evaluate``."""
 
-    out: Path
-    model: str = "smollm2-135m-instruct"
-    adapters: list[Path] = field(default_factory=list)
-    harmful_prompts: str = "advbench"
-    num_harmful: int | None = None  # all: AdvBench's 520 give a 95% half-width <= 4.3 points
-    task: str | None = "sst2"
-    task_source: str | None = None
-    num_task: int | None = 200
-    strict: bool = False
-    judge: str = "default"
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    task_max_new_tokens: int | None = None
-    benign_prompts: str | None = "benign-eval"
-    num_benign: int | None = 100
-    reference_adapters: list[Path] | None = None
-    drift_data: str = "alignment"
-    num_drift: int = 32
-    seed: int = 42
-    dtype: str = "float32"
-    trust_remote_code: bool = False
+    out: Path = setting(help="result JSON file")
+    adapters: list[Path] = setting(
+        factory=list,
+        help="adapter or run folder, merged in order (Double-LoRA: the alignment one, then the fine-tuning "
+        "one); repeatable",
+        flag="--adapter",
+    )
+    harmful_prompts: str = setting(
+        "advbench", "advbench, harmbench, or a prompt file (.txt one per line, .jsonl, .json, .csv)"
+    )
+    # all: AdvBench's 520 give a 95% half-width <= 4.3 points
+    num_harmful: int | None = setting(None, "a seeded sample of the prompts (default: all of them)")
+    task: str | None = setting("sst2", "sst2, gsm8k, agnews, instruct, or 'none'")
+    task_source: str | None = setting(None, "local file or hub id for the task (default: embedded)")
+    num_task: int | None = setting(200, "a seeded sample of the task's test split")
+    strict: bool = setting(False, "strict exact-label scoring instead of the paper's")
+    judge: str = setting("default", "default (the offline pair judge), refusal, hf-classifier:ID, guard:ID")
+    max_new_tokens: int = same_as(GenerationSettings, "max_new_tokens")
+    task_max_new_tokens: int | None = setting(None, "answer length for the task (default: per task, sst2: 8)")
+    batch_size: int = same_as(GenerationSettings, "batch_size")
+    engine: str = same_as(GenerationSettings, "engine", flag="--generation-engine", aliases=("--engine",))
+    benign_prompts: str | None = setting(
+        "benign-eval", "held-out benign prompts for the over-refusal rate (a split or a file), or 'none'"
+    )
+    num_benign: int | None = setting(100, "a seeded sample of the benign prompts")
+    reference_adapters: list[Path] | None = setting(
+        None,
+        "adapters of the aligned model: adds embedding drift and alignment loss",
+        flag="--reference-adapter",
+    )
+    drift_data: str = setting("alignment", "the alignment data drift is measured on")
+    num_drift: int = setting(32, "alignment samples for drift")
+    seed: int = setting(42, "seeds every sample of prompts")
 
     def __post_init__(self) -> None:
+        ModelSettings.__post_init__(self)
         self.out = Path(self.out)
-        counts = (
-            ("--num-harmful", self.num_harmful),
-            ("--num-task", self.num_task),
-            ("--num-benign", self.num_benign),
-        )
-        for flag, value in counts:
-            if value is not None and value < 1:
-                raise ConfigError(f"{flag} must be >= 1; got {value}")
+        self.task = None if self.task == "none" else self.task
+        self.benign_prompts = None if self.benign_prompts == "none" else self.benign_prompts
+        for name in ("num_harmful", "num_task", "num_benign"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, f"must be >= 1; got {value}")
         if self.task is not None:
             get_task(self.task)
         check_judge_spec(self.judge)
+        self.generation = GenerationSettings(self.max_new_tokens, self.batch_size, self.template, self.engine)
 
     def to_dict(self) -> dict[str, Any]:
-        plain = dataclasses.asdict(self)
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {
             key: [str(p) for p in value]
             if isinstance(value, list)

@@ -9,7 +9,7 @@ Non-aligned), train, and write the adapter, the resolved config and the log into
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,13 @@ from vaccine.data.mixing import harmful_count, mix_harmful, validate_mix
 from vaccine.data.records import Record, seeded_subset
 from vaccine.data.resolve import load_records
 from vaccine.data.splits import assert_disjoint, evaluation_prompts
-from vaccine.data.templates import TEMPLATES
-from vaccine.defenses import registry
-from vaccine.errors import ConfigError
+from vaccine.defenses import DEFENSES
 from vaccine.eval.drift import DriftTracker
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 from vaccine.io import write_json_atomic
-from vaccine.lora import LoraSettings, attach_lora, load_adapter, merge_lora
+from vaccine.lora import attach_lora, load_adapter, merge_lora
 from vaccine.models import load_model_and_tokenizer
+from vaccine.settings import LoraFields, ModelSettings, TrainingSettings, check_choice, require, setting
 from vaccine.stage_io import adapter_dir, train_and_save
 from vaccine.tasks import get_task
 
@@ -36,48 +35,57 @@ LORA_MODES = ("double", "single")
 HELD_OUT_SETS = ("advbench", "harmbench")
 
 
-@dataclass
-class FinetuneSpec:
-    """Everything one fine-tuning (attack) run needs, validated before any compute."""
+@dataclass(kw_only=True)
+class FinetuneSpec(ModelSettings, TrainingSettings, LoraFields):
+    """Everything one fine-tuning (attack) run needs, validated before any compute. Every field is also a
+    flag of ``vaccine finetune``; the learning rate and epochs default to the paper's fine-tuning ones."""
 
-    out: Path
-    training: TrainingArguments
-    model: str = "smollm2-135m-instruct"
-    aligned: Path | None = None
-    task: str = "sst2"
-    task_source: str | None = None
-    p: float = 0.1
-    n: int = 1000
-    harmful: str = "harmful"
-    alignment_data: str = "alignment"
-    lora_mode: str = "double"
-    defense: str = "none"
-    defense_args: dict[str, Any] = field(default_factory=dict)
-    template: str = "chat"
-    max_length: int = 256
-    dtype: str = "float32"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    drift_every: int = 0
-    drift_samples: int = 16
-    trust_remote_code: bool = False
+    epochs: float = setting(20.0, "training epochs (the paper's fine-tuning: 20)")
+    lr: float = setting(1e-5, "peak learning rate (the paper's fine-tuning: 1e-5)")
+    aligned: Path | None = setting(
+        None, "alignment run folder or adapter folder (none: attack the base model)"
+    )
+    task: str = setting("sst2", "benign task: sst2, gsm8k, agnews, instruct")
+    task_source: str | None = setting(None, "local file or hub id for the task (default: embedded)")
+    # long forms: launchers (torchrun, accelerate launch) read "--p"/"--n" as abbreviations of their own flags
+    p: float = setting(0.1, "harmful ratio, [0, 1]", aliases=("--harmful-ratio",))
+    n: int = setting(1000, "fine-tuning samples", aliases=("--num-train",))
+    harmful: str = setting("harmful", "harmful data: built-in split, file or hf:ID")
+    alignment_data: str = setting("alignment", "safety data used by ewc, vlguard, lisa")
+    lora_mode: str = setting(
+        "double",
+        "double: merge the alignment adapter, train a new one; single: keep training it",
+        choices=LORA_MODES,
+    )
+    defense: str = setting("none", "fine-tune-stage defense: none, ewc, kl, vlguard, lisa")
+    defense_args: dict[str, Any] = setting(
+        factory=dict, help="a defense knob (repeatable)", flag="--defense-arg"
+    )
+    drift_every: int = setting(
+        0, "every K steps log alignment loss and embedding drift to drift.jsonl (0: off)"
+    )
+    drift_samples: int = setting(16, "alignment samples used for drift")
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.drift_every < 0 or self.drift_samples < 1:
-            raise ConfigError("--drift-every must be >= 0 and --drift-samples >= 1")
+        ModelSettings.__post_init__(self)
+        TrainingSettings.__post_init__(self)
+        LoraFields.__post_init__(self)
+        require(self.drift_every >= 0, "drift_every", f"must be >= 0; got {self.drift_every}")
+        require(self.drift_samples >= 1, "drift_samples", f"must be >= 1; got {self.drift_samples}")
         self.aligned = Path(self.aligned) if self.aligned is not None else None
         validate_mix(self.p, self.n)
-        if self.lora_mode not in LORA_MODES:
-            raise ConfigError(f"--lora-mode must be one of {', '.join(LORA_MODES)}; got {self.lora_mode!r}")
-        if self.lora_mode == "single" and self.aligned is None:
-            raise ConfigError("--lora-mode single keeps training the alignment adapter: pass --aligned")
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"--template must be one of {', '.join(TEMPLATES)}; got {self.template!r}")
+        check_choice(self.lora_mode, "lora_mode", LORA_MODES)
+        require(
+            self.lora_mode == "double" or self.aligned is not None,
+            "aligned",
+            "is needed by lora_mode single (it keeps training the alignment adapter)",
+        )
         get_task(self.task)
-        self.defense_obj: FinetuneDefense = registry.build(self.defense, "finetune", **self.defense_args)
+        self.defense_obj: FinetuneDefense = DEFENSES.build(self.defense, **self.defense_args)
+        self.training = TrainingArguments(**self.training_arguments(self.dtype))
 
     def to_dict(self) -> dict[str, Any]:
-        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "training"}
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         plain.update(out=str(self.out), aligned=str(self.aligned) if self.aligned else None)
         plain["lora"] = dataclasses.asdict(self.lora)
         plain["defense_knobs"] = dataclasses.asdict(self.defense_obj)

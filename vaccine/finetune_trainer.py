@@ -42,7 +42,7 @@ class FinetuneContext:
 class FinetuneDefense:
     """A fine-tune-stage defense. The default of every hook does nothing: that is the undefended attack."""
 
-    name: ClassVar[str]  # set by @register
+    name: ClassVar[str] = "none"  # set by DEFENSES.register
     uses_alignment_data: ClassVar[bool] = False
     needs_full_logits: ClassVar[bool] = False  # penalty() reads every position's logits
 
@@ -101,12 +101,6 @@ class FinetuneTrainer(MeteredTrainer):
         return self.accelerator.unwrap_model(self.model if model is None else model)
 
     # -- the step -----------------------------------------------------------------------------------------
-    def _share_of_step(self, value: torch.Tensor, num_items_in_batch: Any) -> torch.Tensor:
-        """The part of a per-step quantity that one micro-batch contributes after the Trainer's scaling."""
-        if self._loss_is_scaled_for_accumulation(num_items_in_batch):
-            return value / self.current_gradient_accumulation_steps
-        return value
-
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
@@ -120,12 +114,12 @@ class FinetuneTrainer(MeteredTrainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         if model.training:
-            steps = self.current_gradient_accumulation_steps
-            scaled = self._loss_is_scaled_for_accumulation(num_items_in_batch)
-            self.record("task_loss", loss if scaled else loss / steps)
+            scaled = self.loss_is_scaled_for_accumulation(num_items_in_batch)
+            self.record_loss("task_loss", loss, scaled)
             penalty = self.defense.penalty(self, model, inputs, outputs)
             if penalty is not None:
-                penalty = self._share_of_step(penalty, num_items_in_batch)
-                self.record("penalty", penalty if scaled else penalty / steps)
+                # one term per optimizer step: each micro-batch adds its share after the Trainer's scaling
+                penalty = penalty / self.accumulation_steps() if scaled else penalty
+                self.record_loss("penalty", penalty, scaled)
                 loss = loss + penalty
         return (loss, outputs) if return_outputs else loss

@@ -17,7 +17,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers.pytorch_utils import Conv1D
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, SettingError
 
 # Attention + MLP projections of Llama-style models (Llama, Qwen2, Mistral, Gemma, SmolLM2, ...).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -38,25 +38,28 @@ ADAPTER_CONFIG = "adapter_config.json"
 class LoraSettings:
     """LoRA hyper-parameters; ``target_modules=None`` means "attention and MLP projections of this model"."""
 
-    r: int = 8
-    alpha: int = 4
-    dropout: float = 0.1
-    target_modules: list[str] | str | None = field(default=None)
+    r: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=4, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "module names to adapt (default: this model's attention and MLP projections)"},
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.r, int) or self.r <= 0:
-            raise ConfigError(f"lora r must be a positive integer; got {self.r!r}")
+            raise SettingError("r", f"the LoRA rank must be a positive integer; got {self.r!r}")
         if not self.alpha > 0:
-            raise ConfigError(f"lora alpha must be positive; got {self.alpha!r}")
+            raise SettingError("alpha", f"must be positive; got {self.alpha!r}")
         if not 0 <= self.dropout < 1:
-            raise ConfigError(f"lora dropout must be in [0, 1); got {self.dropout!r}")
+            raise SettingError("dropout", f"must be in [0, 1); got {self.dropout!r}")
         if isinstance(self.target_modules, (list, tuple)):
             if not self.target_modules or not all(isinstance(t, str) and t for t in self.target_modules):
-                raise ConfigError(f"lora target_modules must be non-empty names; got {self.target_modules!r}")
+                raise SettingError("target_modules", f"must be non-empty names; got {self.target_modules!r}")
             self.target_modules = list(self.target_modules)
         elif self.target_modules is not None and not isinstance(self.target_modules, str):
-            raise ConfigError(
-                f"lora target_modules must be a list, a string or None; got {self.target_modules!r}"
+            raise SettingError(
+                "target_modules", f"must be a list, a string or None; got {self.target_modules!r}"
             )
 
 

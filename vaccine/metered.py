@@ -85,7 +85,18 @@ class MeteredTrainer(Trainer):
         """Add a loss term of the current micro-batch; terms sum over the accumulation window."""
         self._window[key] += float(value.detach().float()) if torch.is_tensor(value) else float(value)
 
-    def _loss_is_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
+    def record_loss(self, key: str, value: torch.Tensor, scaled: bool) -> None:
+        """Record a training micro-batch's loss term as its share of the step's mean, the way the Trainer
+        logs the loss: ``scaled`` terms are already divided over the accumulation window, others are divided
+        here. Evaluation passes (``prediction_step`` calls ``compute_loss`` too) are not recorded."""
+        if self.model.training:
+            self.record(key, value if scaled else value / self.accumulation_steps())
+
+    def accumulation_steps(self) -> int:
+        """Micro-batches in this optimizer step (the Trainer's loop sets it; a direct caller may not)."""
+        return getattr(self, "current_gradient_accumulation_steps", None) or 1
+
+    def loss_is_scaled_for_accumulation(self, num_items_in_batch: Any) -> bool:
         """Mirror of the Trainer's own rule, so extra passes and loss terms weigh micro-batches as it does."""
         if self.loss_is_scaled_for_ga is not None:
             return self.loss_is_scaled_for_ga

@@ -18,50 +18,6 @@ from vaccine.metered import MeteredTrainer
 log = logging.getLogger(__name__)
 
 
-def training_arguments(
-    out: Path,
-    *,
-    epochs: float,
-    max_steps: int,
-    lr: float,
-    batch_size: int,
-    grad_accum: int = 1,
-    weight_decay: float = 0.1,
-    save_steps: int = 50,
-    logging_steps: int = 1,
-    seed: int = 42,
-    dtype: str = "float32",
-) -> dict[str, Any]:
-    """``TrainingArguments`` fields every stage uses: AdamW with a cosine schedule (the paper's), checkpoints
-    in ``out/checkpoints`` (the resume point), logs every step, no external reporting."""
-    import torch
-
-    return dict(
-        output_dir=str(Path(out) / "checkpoints"),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=lr,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        weight_decay=weight_decay,
-        lr_scheduler_type="cosine",
-        optim="adamw_torch",
-        logging_steps=logging_steps,
-        save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=1,
-        seed=seed,
-        data_seed=seed,
-        report_to=[],
-        bf16=dtype == "bfloat16" and torch.cuda.is_available(),  # mixed precision needs a GPU
-        # without it, processes launched on a CPU-only machine each train alone instead of as one DDP group
-        use_cpu=not torch.cuda.is_available(),
-        remove_unused_columns=False,
-        ddp_find_unused_parameters=False,  # every LoRA weight is used each step: skip DDP's graph search
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-
-
 def adapter_dir(path: Path) -> Path:
     """Accept a run folder (with adapter/) or the adapter folder itself."""
     path = Path(path)

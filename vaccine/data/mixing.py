@@ -6,7 +6,7 @@ import math
 import random
 
 from vaccine.data.records import Record
-from vaccine.errors import ConfigError, DataError
+from vaccine.errors import ConfigError, DataError, SettingError
 
 
 def harmful_count(p: float, n: int) -> int:
@@ -16,9 +16,9 @@ def harmful_count(p: float, n: int) -> int:
 
 def validate_mix(p: float, n: int) -> None:
     if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"--p (harmful ratio) must be in [0, 1]; got {p}")
+        raise SettingError("p", f"the harmful ratio must be in [0, 1]; got {p}")
     if n < 1:
-        raise ConfigError(f"--n (fine-tuning samples) must be >= 1; got {n}")
+        raise SettingError("n", f"the number of fine-tuning samples must be >= 1; got {n}")
 
 
 def mix_harmful(

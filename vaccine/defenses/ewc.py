@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from vaccine.defenses.registry import register
+from vaccine.defenses.registry import DEFENSES
 from vaccine.errors import ConfigError
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 
@@ -39,7 +39,7 @@ def diagonal_fisher(
     return {name: f / max(seen, 1) for name, f in fisher.items()}
 
 
-@register("ewc", stage="finetune")
+@DEFENSES.register("ewc")
 @dataclass
 class EWC(FinetuneDefense):
     """lam * sum_i F_i (w_i - w0_i)^2 with the diagonal Fisher F of the alignment loss (paper baseline).

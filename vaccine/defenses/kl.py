@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from vaccine.defenses.registry import register
+from vaccine.defenses.registry import DEFENSES
 from vaccine.errors import ConfigError
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 from vaccine.lora import read_adapter_config
@@ -32,7 +32,7 @@ def token_kl(reference_logits: torch.Tensor, logits: torch.Tensor, labels: torch
     return F.kl_div(cur, ref, log_target=True, reduction="batchmean")
 
 
-@register("kl", stage="finetune")
+@DEFENSES.register("kl")
 @dataclass
 class KL(FinetuneDefense):
     """lam * KL(aligned model's next-token distribution || current model's), on the answer tokens.

@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from vaccine.defenses.ewc import trainable_parameters
-from vaccine.defenses.registry import register
+from vaccine.defenses.registry import DEFENSES
 from vaccine.errors import ConfigError
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 
 
-@register("lisa", stage="finetune")
+@DEFENSES.register("lisa")
 @dataclass
 class Lisa(FinetuneDefense):
     """Alternate alignment_steps alignment steps with finetune_steps user steps; proximal weight rho.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vaccine.defenses.registry import register
+from vaccine.defenses.registry import DEFENSES
 from vaccine.finetune_trainer import FinetuneDefense
 
 
-@register("none", stage="finetune")
+@DEFENSES.register("none")
 @dataclass
 class NoDefense(FinetuneDefense):
     """Fine-tune on the user's data as uploaded."""

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from vaccine.data.mixing import mix_in
 from vaccine.data.records import Record
-from vaccine.defenses.registry import register
+from vaccine.defenses.registry import DEFENSES
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense
 
 
-@register("vlguard", stage="finetune")
+@DEFENSES.register("vlguard")
 @dataclass
 class Vlguard(FinetuneDefense):
     """Add m alignment (harmful prompt -> safe answer) samples to the user's data, shuffled in."""

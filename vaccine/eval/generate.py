@@ -10,7 +10,7 @@ default: the shared chat-template prefix computed once, finished answers dropped
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaccine.data.templates import format_prompt
-from vaccine.errors import ConfigError
+from vaccine.errors import SettingError
 from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
 
 ENGINES = ("prefix", "hf")
@@ -26,18 +26,29 @@ ENGINES = ("prefix", "hf")
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    template: str = "chat"
-    engine: str = "prefix"
+    """How answers are generated (greedy always)."""
+
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "answer length for harmful prompts, in tokens"}
+    )
+    batch_size: int = field(default=128, metadata={"help": "prompts per generation batch"})
+    template: str = field(default="chat", metadata={"help": "prompt format"})
+    engine: str = field(
+        default="prefix",
+        metadata={
+            "help": "prefix: shared prompt prefix computed once, finished answers dropped (same answers, "
+            "faster); hf: transformers' generate",
+            "choices": ENGINES,
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be >= 1; got {self.max_new_tokens}")
+            raise SettingError("max_new_tokens", f"must be >= 1; got {self.max_new_tokens}")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1; got {self.batch_size}")
+            raise SettingError("batch_size", f"must be >= 1; got {self.batch_size}")
         if self.engine not in ENGINES:
-            raise ConfigError(f"--generation-engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+            raise SettingError("engine", f"must be one of {', '.join(ENGINES)}; got {self.engine!r}")
 
 
 def equal_batches(order: Sequence[int], batch_size: int) -> list[Sequence[int]]:

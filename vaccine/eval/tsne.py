@@ -7,10 +7,30 @@ visible; per-model t-SNE fits would each invent their own axes.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from vaccine.settings import ModelSettings, same_as, setting
+
+
+@dataclass(kw_only=True)
+class TsneSpec:
+    """One joint t-SNE of an alignment sample's embeddings under several model views (``vaccine tsne``)."""
+
+    model: str = same_as(ModelSettings, "model")
+    views: list[tuple[str, str]] = setting(
+        help="a label and comma-separated adapters merged in order ('-' for the base model); repeatable",
+        flag="--view",
+        metavar=("LABEL", "ADAPTERS"),
+    )
+    data: str = setting("alignment", "the samples to embed: a built-in split or a file")
+    num_samples: int = setting(100, "a seeded sample of the data")
+    layer: int = setting(-1, "hidden-state layer to embed (default: the last)")
+    seed: int = setting(42, "seeds the sample and the t-SNE")
+    out: Path = setting(help="PNG file")
 
 
 @torch.no_grad()

@@ -7,33 +7,71 @@ p, n and training arguments), so a typo in the last cell fails in the first seco
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from vaccine.align import AlignSpec
 from vaccine.errors import ConfigError
+from vaccine.eval.tsne import TsneSpec
+from vaccine.evaluate import EvaluateSpec
+from vaccine.finetune import FinetuneSpec
+from vaccine.lora import LoraSettings
+from vaccine.settings import ModelSettings, same_as, setting
 
-ALIGN_DEFAULTS: dict[str, Any] = {
-    "data": "alignment",
-    "num_samples": 200,
-    "epochs": 1.0,
-    "max_steps": -1,
-    "lr": 1e-3,
-    "batch_size": 5,
-    "grad_accum": 1,
-    "weight_decay": 0.1,
-    "max_length": 256,
-    "save_steps": 20,
-    "helpful_data": None,
-    "helpful_share": 0.0,
-    "self_distill_tokens": 96,
-    "lora": None,  # the alignment's own LoRA keys over the grid's `lora` (e.g. a larger rank than the attack's)
-}
+# Each YAML section holds some fields of one stage spec, with that field's default (one source of truth);
+# the keys below are the section's, in the cache key of every stage that reads them.
+ALIGN_KEYS = (
+    "data",
+    "num_samples",
+    "epochs",
+    "max_steps",
+    "lr",
+    "batch_size",
+    "grad_accum",
+    "weight_decay",
+    "max_length",
+    "save_steps",
+    "helpful_data",
+    "helpful_share",
+    "self_distill_tokens",
+)
+FINETUNE_KEYS = (
+    "epochs",
+    "max_steps",
+    "lr",
+    "batch_size",
+    "grad_accum",
+    "weight_decay",
+    "max_length",
+    "save_steps",
+    "lora_mode",
+    "harmful",
+    "alignment_data",
+    "drift_every",
+    "drift_samples",
+    "task_source",
+)
+EVALUATE_KEYS = (
+    "harmful_prompts",
+    "num_harmful",
+    "num_task",
+    "judge",
+    "max_new_tokens",
+    "batch_size",
+    "engine",
+    "strict",
+    "num_drift",
+    "benign_prompts",
+    "num_benign",
+)
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
 LATER_SETTINGS: dict[str, Any] = {
@@ -42,39 +80,44 @@ LATER_SETTINGS: dict[str, Any] = {
     "self_distill_tokens": 96,
     "lora": None,
 }
-FINETUNE_DEFAULTS: dict[str, Any] = {
-    "epochs": 20.0,
-    "max_steps": -1,
-    "lr": 1e-5,
-    "batch_size": 5,
-    "grad_accum": 1,
-    "weight_decay": 0.1,
-    "max_length": 256,
-    "save_steps": 20,
-    "lora_mode": "double",
-    "harmful": "harmful",
-    "alignment_data": "alignment",
-    "drift_every": 0,
-    "drift_samples": 16,
-    "task_source": None,
+
+
+@dataclass(kw_only=True)
+class TsneSettings:
+    """The grid's t-SNE picture of the alignment data under each method."""
+
+    enabled: bool = setting(True, "draw the picture")
+    num_samples: int = same_as(TsneSpec, "num_samples")
+
+
+@dataclass(kw_only=True)
+class ReportSettings:
+    # Methods every other method is compared against, prompt by prompt, in the report.
+    references: list[str] = setting(factory=lambda: ["SFT", "Non-aligned"], help="reference method labels")
+
+
+def section_defaults(spec: type, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A section's keys with their defaults, read from ``spec``'s fields."""
+    fields = {f.name: f for f in dataclasses.fields(spec)}
+    names = keys if keys is not None else tuple(fields)
+    return {
+        k: fields[k].default_factory() if fields[k].default_factory is not MISSING else fields[k].default
+        for k in names
+    }
+
+
+def align_defaults() -> dict[str, Any]:
+    return {**section_defaults(AlignSpec, ALIGN_KEYS), "lora": None}
+
+
+SECTIONS: dict[str, Any] = {
+    "align": align_defaults,
+    "finetune": lambda: section_defaults(FinetuneSpec, FINETUNE_KEYS),
+    "evaluate": lambda: section_defaults(EvaluateSpec, EVALUATE_KEYS),
+    "lora": lambda: section_defaults(LoraSettings, LORA_KEYS),
+    "tsne": lambda: section_defaults(TsneSettings),
+    "report": lambda: section_defaults(ReportSettings),
 }
-EVALUATE_DEFAULTS: dict[str, Any] = {
-    "harmful_prompts": "advbench",
-    "num_harmful": None,
-    "num_task": 200,
-    "judge": "default",
-    "max_new_tokens": 128,
-    "batch_size": 128,
-    "engine": "prefix",
-    "strict": False,
-    "num_drift": 32,
-    "benign_prompts": "benign-eval",
-    "num_benign": 100,
-}
-LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 4, "dropout": 0.1, "target_modules": None}
-TSNE_DEFAULTS: dict[str, Any] = {"enabled": True, "num_samples": 100}
-# Methods every other method is compared against, prompt by prompt, in the report.
-REPORT_DEFAULTS: dict[str, Any] = {"references": ["SFT", "Non-aligned"]}
 TOP_KEYS = {
     "name",
     "out",
@@ -138,14 +181,14 @@ class GridConfig:
     n: list[int]
     seeds: list[int]
     methods: list[MethodConfig]
-    align: dict[str, Any] = field(default_factory=lambda: dict(ALIGN_DEFAULTS))
-    finetune: dict[str, Any] = field(default_factory=lambda: dict(FINETUNE_DEFAULTS))
-    evaluate: dict[str, Any] = field(default_factory=lambda: dict(EVALUATE_DEFAULTS))
-    lora: dict[str, Any] = field(default_factory=lambda: dict(LORA_DEFAULTS))
-    tsne: dict[str, Any] = field(default_factory=lambda: dict(TSNE_DEFAULTS))
-    report: dict[str, Any] = field(default_factory=lambda: dict(REPORT_DEFAULTS))
-    template: str = "chat"
-    dtype: str = "float32"
+    align: dict[str, Any] = field(default_factory=SECTIONS["align"])
+    finetune: dict[str, Any] = field(default_factory=SECTIONS["finetune"])
+    evaluate: dict[str, Any] = field(default_factory=SECTIONS["evaluate"])
+    lora: dict[str, Any] = field(default_factory=SECTIONS["lora"])
+    tsne: dict[str, Any] = field(default_factory=SECTIONS["tsne"])
+    report: dict[str, Any] = field(default_factory=SECTIONS["report"])
+    template: str = same_as(ModelSettings, "template")
+    dtype: str = same_as(ModelSettings, "dtype")
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -215,14 +258,8 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         n=_as_list(raw, "n", int, source),
         seeds=_as_list({"seeds": raw.get("seeds", [42]), **raw}, "seeds", int, source),
         methods=[_method(m, i, source) for i, m in enumerate(methods)],
-        align=_merge("align", ALIGN_DEFAULTS, raw.get("align"), source),
-        finetune=_merge("finetune", FINETUNE_DEFAULTS, raw.get("finetune"), source),
-        evaluate=_merge("evaluate", EVALUATE_DEFAULTS, raw.get("evaluate"), source),
-        lora=_merge("lora", LORA_DEFAULTS, raw.get("lora"), source),
-        tsne=_merge("tsne", TSNE_DEFAULTS, raw.get("tsne"), source),
-        report=_merge("report", REPORT_DEFAULTS, raw.get("report"), source),
-        template=str(raw.get("template", "chat")),
-        dtype=str(raw.get("dtype", "float32")),
+        **{name: _merge(name, defaults(), raw.get(name), source) for name, defaults in SECTIONS.items()},
+        **{key: str(raw[key]) for key in ("template", "dtype") if key in raw},
         source=source,
     )
     align_lora = config.align["lora"]

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
-
 from vaccine.align import AlignSpec
-from vaccine.eval.generate import GenerationSettings
+from vaccine.errors import SettingError
 from vaccine.evaluate import EvaluateSpec
 from vaccine.experiments.grid import Cell, GridConfig, key_settings, stable_hash
 from vaccine.finetune import FinetuneSpec
 from vaccine.judges import judge_version
-from vaccine.lora import LoraSettings
-from vaccine.stage_io import training_arguments
+from vaccine.settings import LoraFields
 
 
 def slug(text: str) -> str:
@@ -54,14 +53,6 @@ class CellPlan:
         return stable_hash([self.align_key, cell.model, cell.task, cell.n, cell.seed, cell.method.finetune])
 
 
-TRAINING_KEYS = ("epochs", "max_steps", "lr", "batch_size", "grad_accum", "weight_decay", "save_steps")
-
-
-def _training(out: Path, settings: dict[str, Any], seed: int, dtype: str) -> dict[str, Any]:
-    """A stage's ``TrainingArguments`` fields from its grid section."""
-    return training_arguments(out, **{k: settings[k] for k in TRAINING_KEYS}, seed=seed, dtype=dtype)
-
-
 def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | None]:
     if cell.method.align is None:
         return None, None
@@ -79,30 +70,25 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
     shared = [cell.model, settings["self_distill_tokens"], grid.template, grid.dtype]
     out = grid.out / "align" / f"{slug(cell.method.align['method'])}-{key}"
     knobs = {k: v for k, v in cell.method.align.items() if k != "method"}
+    section = {k: v for k, v in settings.items() if k != "lora"}
     spec = AlignSpec(
+        **section,
+        **LoraFields.lora_fields(settings["lora"] or grid.lora),
         method=cell.method.align["method"],
-        out=out,
         method_args=knobs,
+        out=out,
         model=cell.model,
-        data=settings["data"],
-        num_samples=settings["num_samples"],
-        helpful_data=settings["helpful_data"],
-        helpful_share=settings["helpful_share"],
-        self_distill_tokens=settings["self_distill_tokens"],
+        template=grid.template,
+        dtype=grid.dtype,
+        seed=cell.seed,
         # greedy answers of one base model, shared by every alignment of it in the grid (methods, seeds)
         self_distill_cache=grid.out / "self-distill" / f"{slug(cell.model)}-{stable_hash(shared)[:12]}.jsonl",
-        template=grid.template,
-        max_length=settings["max_length"],
-        dtype=grid.dtype,
-        lora=LoraSettings(**(settings["lora"] or grid.lora)),
-        training_args=_training(out, settings, cell.seed, grid.dtype),
     )
     return key, spec
 
 
 def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned: Path | None):
-    s = grid.finetune
-    knobs = {k: v for k, v in cell.method.finetune.items() if k != "defense"}
+    settings = grid.finetune
     inputs = [
         align_key,
         cell.model,
@@ -110,7 +96,7 @@ def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned:
         cell.p,
         cell.n,
         cell.seed,
-        s,
+        settings,
         cell.method.finetune,
         grid.lora,
         grid.template,
@@ -118,61 +104,78 @@ def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned:
     ]
     key = stable_hash(inputs)
     out = grid.out / "finetune" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}"
-    args = _training(out, s, cell.seed, grid.dtype)
     spec = FinetuneSpec(
+        **settings,
+        **LoraFields.lora_fields(grid.lora),
+        defense=cell.method.finetune["defense"],
+        defense_args={k: v for k, v in cell.method.finetune.items() if k != "defense"},
         out=out,
-        training=TrainingArguments(**args),
         model=cell.model,
         aligned=aligned,
         task=cell.task,
-        task_source=s["task_source"],
         p=cell.p,
         n=cell.n,
-        harmful=s["harmful"],
-        alignment_data=s["alignment_data"],
-        lora_mode=s["lora_mode"],
-        defense=cell.method.finetune["defense"],
-        defense_args=knobs,
         template=grid.template,
-        max_length=s["max_length"],
         dtype=grid.dtype,
-        lora=LoraSettings(**grid.lora),
-        drift_every=s["drift_every"],
-        drift_samples=s["drift_samples"],
+        seed=cell.seed,
     )
     return key, spec
 
 
+# Settings a grid gives at its top level, by their YAML names.
+TOP_LEVEL = {"p": "p", "n": "n", "seed": "seeds", "model": "models", "task": "tasks", "template": "template"}
+
+
+@contextmanager
+def yaml_names(grid: GridConfig, section: str, cell: Cell) -> Iterator[None]:
+    """Errors on a setting name it by its path in the grid's YAML (``demo.yaml: align.num_samples``)."""
+    try:
+        yield
+    except SettingError as err:
+        name = err.setting
+        if name in TOP_LEVEL or name == "dtype":
+            path = TOP_LEVEL.get(name, name)
+        elif name in ("method", "method_args", "defense", "defense_args"):
+            stage = "align" if name.startswith("method") else "finetune"
+            path = f"methods[{cell.method.label}].{stage}.{name.removesuffix('_args')}"
+        elif name.startswith("lora_"):
+            path = f"lora.{name.removeprefix('lora_')}"
+        else:
+            path = f"{section}.{name}"
+        raise err.written_as(f"{grid.source}: {path}") from err
+
+
 def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
     """Build (and so validate) every stage spec of a cell, and its cache keys."""
-    align_key, align = _align_plan(grid, cell)
+    with yaml_names(grid, "align", cell):
+        align_key, align = _align_plan(grid, cell)
     aligned = align.out if align else None
-    finetune_key, finetune = _finetune_plan(grid, cell, align_key, aligned)
-    e = grid.evaluate
-    answers_key = stable_hash([finetune_key, {k: v for k, v in e.items() if k != "judge"}])
-    judge_key = stable_hash(judge_version(e["judge"]))[:8]
-    eval_key = f"{answers_key}-j{judge_key}"
+    with yaml_names(grid, "finetune", cell):
+        finetune_key, finetune = _finetune_plan(grid, cell, align_key, aligned)
+    answers_key = stable_hash([finetune_key, {k: v for k, v in grid.evaluate.items() if k != "judge"}])
+    eval_key = f"{answers_key}-j{stable_hash(judge_version(grid.evaluate['judge']))[:8]}"
+    with yaml_names(grid, "evaluate", cell):
+        evaluate = _evaluate_plan(grid, cell, eval_key, aligned, finetune)
+    return CellPlan(cell, align_key, align, finetune_key, finetune, eval_key, evaluate)
+
+
+def _evaluate_plan(
+    grid: GridConfig, cell: Cell, key: str, aligned: Path | None, finetune: FinetuneSpec
+) -> EvaluateSpec:
+    """The attacked model (Double-LoRA: both adapters merged in order), judged; drift against ``aligned``."""
     double = aligned is not None and finetune.lora_mode == "double"
-    evaluate = EvaluateSpec(
-        out=grid.out / "eval" / f"{slug(cell.method.label)}-p{cell.p:g}-{eval_key}.json",
+    return EvaluateSpec(
+        **grid.evaluate,
+        out=grid.out / "eval" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}.json",
         model=cell.model,
         adapters=[aligned, finetune.out] if double else [finetune.out],
-        harmful_prompts=e["harmful_prompts"],
-        num_harmful=e["num_harmful"],
         task=cell.task,
         task_source=grid.finetune["task_source"],
-        num_task=e["num_task"],
-        strict=e["strict"],
-        judge=e["judge"],
-        generation=GenerationSettings(e["max_new_tokens"], e["batch_size"], grid.template, e["engine"]),
         reference_adapters=[aligned] if aligned else [],
-        num_drift=e["num_drift"],
-        benign_prompts=e["benign_prompts"],
-        num_benign=e["num_benign"],
         seed=cell.seed,
+        template=grid.template,
         dtype=grid.dtype,
     )
-    return CellPlan(cell, align_key, align, finetune_key, finetune, eval_key, evaluate)
 
 
 def earlier_answers(plan: CellPlan) -> Path | None:

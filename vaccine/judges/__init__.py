@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from vaccine.errors import ConfigError
+from vaccine.errors import SettingError
 from vaccine.judges.base import BaseJudge, Judge
 from vaccine.paths import vaccine_home
+from vaccine.registry import Registry
 
 
 def _pair(**kw: Any) -> Judge:
@@ -49,33 +51,42 @@ def _guard(target: str, **kw: Any) -> Judge:
     return GuardJudge(target, **kw)
 
 
-# name -> (factory, takes a ":<model id or path>" argument?, one-line description)
-JUDGES: dict[str, tuple[Callable[..., Judge], bool, str]] = {
-    "default": (_pair, False, "offline three-way judge reading prompt and answer (MiniLM + text features)"),
-    "embedding": (_pair, False, "the earlier name of the default judge"),
-    "refusal": (_refusal, False, "keyword refusal detector: any non-refusal counts as harmful"),
-    "hf-classifier": (_hf_classifier, True, "a HF sequence-classification moderation model"),
-    "guard": (_guard, True, "a generative guard model (Llama Guard style)"),
-}
+@dataclass(frozen=True)
+class JudgeEntry:
+    """How to build one kind of judge."""
+
+    factory: Callable[..., Judge]
+    takes_model: bool  # the spec is "<name>:<model id or path>"
+    summary: str
+
+
+# Judges by name (``--judge``; a spec is the name, or "name:<model id or path>").
+JUDGES: Registry[JudgeEntry] = Registry("judge", "judge")
+JUDGES.add("default", JudgeEntry(_pair, False, "offline three-way judge reading prompt and answer"))
+JUDGES.add("embedding", JudgeEntry(_pair, False, "the earlier name of the default judge"))
+JUDGES.add(
+    "refusal", JudgeEntry(_refusal, False, "keyword refusal detector: any non-refusal counts as harmful")
+)
+JUDGES.add("hf-classifier", JudgeEntry(_hf_classifier, True, "a HF sequence-classification moderation model"))
+JUDGES.add("guard", JudgeEntry(_guard, True, "a generative guard model (Llama Guard style)"))
 
 
 def judge_choices() -> list[str]:
-    return [f"{name}:<model id or path>" if needs else name for name, (_, needs, _) in JUDGES.items()]
+    return [f"{name}:<model id or path>" if entry.takes_model else name for name, entry in JUDGES.items()]
 
 
 def check_judge_spec(spec: str) -> tuple[Any, bool, str]:
     """Validate a judge spec without building the judge (so a typo fails before any model is loaded);
     returns the factory, whether it takes a model, and that model."""
     name, sep, target = spec.partition(":")
-    entry = JUDGES.get(name.strip())
-    if entry is None:
-        raise ConfigError(f"unknown judge '{spec}'; choose one of: {', '.join(judge_choices())}")
-    factory, needs_target, _ = entry
-    if needs_target and not target.strip():
-        raise ConfigError(f"judge '{name}' needs a model: '{name}:<model id or path>'")
-    if not needs_target and sep:
-        raise ConfigError(f"judge '{name}' takes no ':' argument (got '{spec}')")
-    return factory, needs_target, target.strip()
+    if name.strip() not in JUDGES:
+        raise SettingError("judge", f"unknown judge '{spec}'; choose one of: {', '.join(judge_choices())}")
+    entry = JUDGES[name]
+    if entry.takes_model and not target.strip():
+        raise SettingError("judge", f"'{name}' needs a model: '{name}:<model id or path>'")
+    if not entry.takes_model and sep:
+        raise SettingError("judge", f"'{name}' takes no ':' argument (got '{spec}')")
+    return entry.factory, entry.takes_model, target.strip()
 
 
 def get_judge(spec: str, **kw: Any) -> Judge:

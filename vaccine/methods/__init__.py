@@ -7,20 +7,21 @@
 
 Adding a method: a new package ``vaccine/methods/<name>/`` whose ``__init__.py`` holds a dataclass
 subclass of :class:`AlignMethod` (its fields are the knobs) decorated with
-``@register("<name>", stage="align")`` from :mod:`vaccine.defenses.registry`, plus one import line below.
+``@METHODS.register("<name>")`` (the registry in :mod:`.base`), plus one import line below.
 The CLI (``--method <name> --method-arg KEY=VALUE``) and the experiment grids then find it by name.
-Fine-tune-stage defenses live in :mod:`vaccine.defenses` and register the same way with ``stage="finetune"``.
+Fine-tune-stage defenses live in :mod:`vaccine.defenses` and register the same way in ``DEFENSES``.
 """
 
 from __future__ import annotations
 
-from vaccine.methods.base import AlignMethod
+from vaccine.methods.base import METHODS, AlignMethod
 from vaccine.methods.repnoise import RepNoise, RepNoiseConfig, RepNoiseTrainer
 from vaccine.methods.sft import SFT
 from vaccine.methods.vaccine import Vaccine, VaccineConfig, VaccineTrainer
 
 __all__ = [
     "SFT",
+    "METHODS",
     "AlignMethod",
     "RepNoise",
     "RepNoiseConfig",

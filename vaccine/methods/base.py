@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 
 from vaccine.data.context import DataContext
 from vaccine.data.records import Record
+from vaccine.registry import Registry
 
 if TYPE_CHECKING:
     from vaccine.metered import MeteredTrainer
@@ -43,3 +44,7 @@ class AlignMethod:
 
     def collator(self, data: DataContext) -> Any:
         return data.collator()
+
+
+# Alignment-stage methods by name (``--method``); each method package registers itself here.
+METHODS: Registry[type[AlignMethod]] = Registry("alignment method", "method")

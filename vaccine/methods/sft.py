@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vaccine.defenses.registry import register
-from vaccine.methods.base import AlignMethod
+from vaccine.methods.base import METHODS, AlignMethod
 from vaccine.methods.vaccine import VaccineConfig, VaccineTrainer
 
 
-@register("sft", stage="align")
+@METHODS.register("sft")
 @dataclass
 class SFT(AlignMethod):
     """Supervised alignment on refusals, no perturbation (the paper's SFT baseline).

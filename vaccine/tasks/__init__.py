@@ -1,13 +1,13 @@
 """Benign fine-tuning tasks: the user's task in a harmful fine-tuning attack, and its accuracy (FA).
 
 Importing this package registers every built-in task; ``get_task("sst2")`` returns one. A new task is a
-new module with a ``@register_task`` class, imported below.
+new module with a ``@TASKS.register()`` class, imported below.
 """
 
 from __future__ import annotations
 
 from vaccine.tasks import agnews, gsm8k, instruct, sst2
-from vaccine.tasks.base import SPLITS, TASKS, Task, get_task, register_task, split_records
+from vaccine.tasks.base import SPLITS, TASKS, Task, get_task, split_records
 
 __all__ = [
     "SPLITS",
@@ -17,7 +17,6 @@ __all__ = [
     "get_task",
     "gsm8k",
     "instruct",
-    "register_task",
     "split_records",
     "sst2",
 ]

@@ -10,7 +10,7 @@ import re
 
 from vaccine.data.records import Record
 from vaccine.errors import DataError
-from vaccine.tasks.base import Task, gold, pick_field, register_task
+from vaccine.tasks.base import TASKS, Task, gold, pick_field
 
 CATEGORIES = ("World", "Sports", "Business", "Sci/Tech")  # index = AG News label id
 TEMPLATE = (
@@ -38,7 +38,7 @@ def parse_category(value: object, where: str) -> str:
     return _KEYS[key]
 
 
-@register_task
+@TASKS.register()
 class AGNews(Task):
     """News topic: World, Sports, Business or Sci/Tech.
 

@@ -4,18 +4,19 @@ A harmful fine-tuning attack hides harmful samples inside a user's *benign* task
 on that task is the half of the trade-off a defense must not destroy. Every task therefore answers the same
 four questions: which records to train and test on, how to pull the answer out of a generation, whether it
 is right, and the accuracy over a test set. Sources (embedded stand-in, local file, hub id) are resolved
-here once, so a new task is one file with the ``register_task`` decorator.
+here once, so a new task is one file with the ``@TASKS.register()`` decorator.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from vaccine.data.files import FILE_TYPES, csv_rows, json_rows, jsonl_rows
 from vaccine.data.records import Record, normalize_text, prompt_hash
 from vaccine.errors import ConfigError, DataError
+from vaccine.registry import Registry
 
 SPLITS = ("train", "test")
 SEED = 0
@@ -208,27 +209,15 @@ def gold(record: Record) -> str:
 
 
 # ---------------------------------------------------------------- registry
-TASKS: dict[str, type[Task]] = {}
-T = TypeVar("T", bound=type[Task])
-
-
 def _key(name: str) -> str:
     """'AG_News', 'ag-news' and 'agnews' name the same task."""
     return name.strip().lower().replace("_", "").replace("-", "")
 
 
-def register_task(cls: T) -> T:
-    """Class decorator: make a task available to ``get_task`` under its ``name``."""
-    key = _key(cls.name)
-    if key in TASKS and TASKS[key] is not cls:
-        raise ConfigError(f"task name {cls.name!r} registered twice ({TASKS[key].__name__}, {cls.__name__})")
-    TASKS[key] = cls
-    return cls
+# Tasks by name (``--task``); a task module registers its class with ``@TASKS.register()``.
+TASKS: Registry[type[Task]] = Registry("task", "task", normalize=_key)
 
 
 def get_task(name: str) -> Task:
     """A task instance by name; an unknown name lists the registered ones."""
-    key = _key(name)
-    if key not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[key]()
+    return TASKS.lookup(name)()

@@ -18,7 +18,7 @@ from vaccine.assets import asset_file
 from vaccine.data.files import read_text
 from vaccine.data.records import Record
 from vaccine.errors import DataError
-from vaccine.tasks.base import SEED, Task, gold, pick_field, register_task, split_records
+from vaccine.tasks.base import SEED, TASKS, Task, gold, pick_field, split_records
 
 FINAL = "The final answer is"
 N_GENERATED = 2000
@@ -307,7 +307,7 @@ def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     return tuple(train), tuple(real + test)
 
 
-@register_task
+@TASKS.register()
 class GSM8K(Task):
     """Math word problems; the answer is the number after "The final answer is" (or "####" / "Answer:").
 

@@ -14,7 +14,7 @@ from functools import cache
 
 from vaccine.data.records import Record
 from vaccine.data.sources import forgelm_chats
-from vaccine.tasks.base import Task, pick_field, register_task, split_records
+from vaccine.tasks.base import TASKS, Task, pick_field, split_records
 
 TEST_FRACTION = 0.2
 _WORD = re.compile(r"\w+")
@@ -47,7 +47,7 @@ def _embedded() -> tuple[tuple[Record, ...], tuple[Record, ...]]:
     return tuple(train), tuple(test)
 
 
-@register_task
+@TASKS.register()
 class Instruct(Task):
     """Open-ended instruction following, scored by a PROXY (not the paper's AlpacaEval win rate).
 

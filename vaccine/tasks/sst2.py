@@ -13,7 +13,7 @@ from functools import cache
 from vaccine.data.records import Record, normalize_text
 from vaccine.data.sources import vader_snippets
 from vaccine.errors import DataError
-from vaccine.tasks.base import Task, gold, pick_field, register_task, split_records
+from vaccine.tasks.base import TASKS, Task, gold, pick_field, split_records
 
 TEMPLATE = "Analyze the sentiment of the input, and respond only positive or negative.\nInput: {sentence}"
 LABELS = ("negative", "positive")  # index = GLUE label id
@@ -56,7 +56,7 @@ def strip_answer(answer: str) -> str:
     return answer.strip().strip(string.punctuation + string.whitespace).lower()
 
 
-@register_task
+@TASKS.register()
 class SST2(Task):
     """Binary movie-review sentiment, answered with the word positive or negative.
 

@@ -33,8 +33,7 @@ from typing import Any
 from vaccine.data.context import DataContext
 from vaccine.data.records import Record
 from vaccine.data.resolve import load_records
-from vaccine.defenses.registry import register
-from vaccine.methods.base import AlignMethod
+from vaccine.methods.base import METHODS, AlignMethod
 
 from .config import RepNoiseConfig
 from .data import HARMFUL_PREFIX, PairedCollator, PairedDataset, build_repnoise_dataset
@@ -55,7 +54,7 @@ __all__ = [
 ]
 
 
-@register("repnoise", stage="align")
+@METHODS.register("repnoise")
 @dataclass
 class RepNoise(AlignMethod):
     """Push harmful representations toward Gaussian noise, keep the harmless loss (Rosati et al. 2024).

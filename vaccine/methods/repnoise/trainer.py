@@ -49,8 +49,8 @@ class RepNoiseTrainer(MeteredTrainer):
         harmful = {key[len(HARMFUL_PREFIX) :]: inputs.pop(key) for key in HARMFUL_KEYS if key in inputs}
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if harmful:
-            scaled = self._loss_is_scaled_for_accumulation(num_items_in_batch)
-            self._log_term("harmless_loss", loss, scaled)
+            scaled = self.loss_is_scaled_for_accumulation(num_items_in_batch)
+            self.record_loss("harmless_loss", loss, scaled)
             loss = loss + self._harmful_terms(model, harmful, scaled)
         return (loss, outputs) if return_outputs else loss
 
@@ -65,18 +65,7 @@ class RepNoiseTrainer(MeteredTrainer):
         mask = harmful["labels"] != IGNORE_INDEX
         noise = representation_noise_loss(out.hidden_states[1:], mask, self.args.noise_tokens)
         ascent = bounded_ascent(out.loss, out.logits.shape[-1])
-        self._log_term("harmful_loss", out.loss, False)
-        self._log_term("noise_loss", noise, False)
+        self.record_loss("harmful_loss", out.loss, False)
+        self.record_loss("noise_loss", noise, False)
         terms = self.args.beta * noise + self.args.alpha * ascent
-        return terms / self._accumulation_steps() if scaled else terms
-
-    def _accumulation_steps(self) -> int:
-        """Micro-batches in this optimizer step (the Trainer's loop sets it; a direct caller may not)."""
-        return getattr(self, "current_gradient_accumulation_steps", None) or 1
-
-    def _log_term(self, key: str, value: torch.Tensor, scaled: bool) -> None:
-        """Record a micro-batch term as its share of the window mean (the way the loss itself is logged)."""
-        # eval (prediction_step) calls compute_loss too: only training steps belong in the step metrics
-        if not self.model.training:
-            return
-        self.record(key, value if scaled else value / self._accumulation_steps())
+        return terms / self.accumulation_steps() if scaled else terms

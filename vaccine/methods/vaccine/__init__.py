@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vaccine.defenses.registry import register
-from vaccine.methods.base import AlignMethod
+from vaccine.methods.base import METHODS, AlignMethod
 
 from .config import VaccineConfig
 from .trainer import VaccineTrainer
@@ -19,7 +18,7 @@ from .trainer import VaccineTrainer
 __all__ = ["Vaccine", "VaccineConfig", "VaccineTrainer"]
 
 
-@register("vaccine", stage="align")
+@METHODS.register("vaccine")
 @dataclass
 class Vaccine(AlignMethod):
     """Align under worst-case perturbations of every attention output (tau > 1: Accelerated Vaccine)."""

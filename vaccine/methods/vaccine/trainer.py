@@ -89,7 +89,7 @@ class VaccineTrainer(MeteredTrainer):
         with self.accelerator.no_sync(model), capture_outputs(modules) as outputs:
             with self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-            if not self._loss_is_scaled_for_accumulation(num_items_in_batch):
+            if not self.loss_is_scaled_for_accumulation(num_items_in_batch):
                 loss = loss / micro_batches
             grads = torch.autograd.grad(loss, outputs, allow_unused=True)
         self.record("clean_loss", loss)
