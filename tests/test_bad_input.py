@@ -50,7 +50,7 @@ def run_failing(argv, out, capsys) -> str:
         ("empty.jsonl", "empty.jsonl: file is empty"),
         ("latin1.jsonl", "latin1.jsonl:1: not valid UTF-8"),
         ("broken.jsonl", "broken.jsonl:2: bad JSON on line 2"),
-        ("nofield.jsonl", "nofield.jsonl:2 (line 2): no prompt field"),
+        ("nofield.jsonl", "nofield.jsonl:2: no prompt field"),
     ],
 )
 def test_bad_data_files_are_named(tmp_path, tiny_model_dir, files, capsys, data, message):

@@ -210,9 +210,9 @@ def test_load_file_alternative_and_explicit_fields(tmp_path):
         (
             "nofield.jsonl",
             b'{"prompt": "a"}\n{"text": "b"}\n',
-            r"nofield\.jsonl:2 \(line 2\): no prompt field",
+            r"nofield\.jsonl:2: no prompt field",
         ),
-        ("nofield.csv", b"prompt,response\na,b\n,c\n", r"nofield\.csv:3 \(line 3\): no prompt field"),
+        ("nofield.csv", b"prompt,response\na,b\n,c\n", r"nofield\.csv:3: no prompt field"),
         ("nofield.json", b'[{"prompt": "a"}, {"text": "b"}]', r"nofield\.json: item 1: no prompt field"),
         ("data.xml", b"<a/>\n", r"data\.xml: unsupported file type '\.xml'"),
     ],
@@ -227,7 +227,7 @@ def test_bad_files_name_file_and_line(tmp_path, name, content, pattern):
 def test_csv_line_numbers_count_comments_and_multiline_fields(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text('# comment\nprompt,response\na,"two\nlines"\n,x\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"c\.csv:5 \(line 5\)"):
+    with pytest.raises(DataError, match=r"c\.csv:5: "):
         load_file(path)
 
 

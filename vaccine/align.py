@@ -24,9 +24,9 @@ from .io import write_json_atomic
 from .lora import attach_lora
 from .methods import METHODS, AlignMethod
 from .models import load_model_and_tokenizer
+from .run_folders import train_and_save
 from .self_distill import CACHE_FILE, self_distill
 from .settings import LoraFields, ModelSettings, TrainingSettings, require, setting
-from .stage_io import train_and_save
 
 
 @dataclass(kw_only=True)

@@ -205,7 +205,7 @@ def _run_tsne(spec: Any) -> int:
     from .data.resolve import load_records
     from .eval.tsne import sentence_embeddings, tsne_figure
     from .evaluate import sample
-    from .stage_io import load_merged_model
+    from .run_folders import load_merged_model
 
     records = sample(load_records(spec.data), spec.num_samples, spec.seed, spec.data)
     embeddings = {}

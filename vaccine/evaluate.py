@@ -24,8 +24,8 @@ from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
 from vaccine.judges import Judge, check_judge_spec, get_judge, judge_version
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL, is_refusal
+from vaccine.run_folders import load_merged_model
 from vaccine.settings import ModelSettings, require, same_as, setting
-from vaccine.stage_io import load_merged_model
 from vaccine.stats import share_with_interval
 from vaccine.tasks import get_task
 

@@ -27,8 +27,8 @@ from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneT
 from vaccine.io import write_json_atomic
 from vaccine.lora import attach_lora, load_adapter, merge_lora
 from vaccine.models import load_model_and_tokenizer
+from vaccine.run_folders import adapter_dir, train_and_save
 from vaccine.settings import LoraFields, ModelSettings, TrainingSettings, check_choice, require, setting
-from vaccine.stage_io import adapter_dir, train_and_save
 from vaccine.tasks import get_task
 
 LORA_MODES = ("double", "single")

@@ -136,6 +136,21 @@ def row_to_record(
     return Record(str(row[pname]), response, source, label)
 
 
+def file_rows(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) pairs of a local .json/.jsonl/.csv file; ``where`` is the 'file:line' an error names."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES or suffix == ".txt":
+        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
+    if suffix == ".json":
+        rows = [(f"{path}: {where}", row) for where, row in json_rows(path)]
+    else:
+        reader = jsonl_rows if suffix == ".jsonl" else csv_rows
+        rows = [(f"{path}:{line}", row) for line, row in reader(path)]
+    if not rows:
+        raise DataError(f"{path}: no rows in file")
+    return rows
+
+
 def load_file(
     path: str | Path,
     prompt_field: str | None = None,
@@ -146,35 +161,16 @@ def load_file(
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix not in FILE_TYPES:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
-    if suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         return prompt_lines(path)
-    if suffix == ".json":
-        rows = ((f"{path}: {where}", row) for where, row in json_rows(path))
-    else:
-        reader = jsonl_rows if suffix == ".jsonl" else csv_rows
-        rows = ((f"{path}:{line} (line {line})", row) for line, row in reader(path))
     fields = dict(prompt_field=prompt_field, response_field=response_field, label_field=label_field)
-    records = [row_to_record(row, where, f"file:{path.name}", **fields) for where, row in rows]
-    if not records:
-        raise DataError(f"{path}: no records in file")
-    return records
+    return [row_to_record(row, where, f"file:{path.name}", **fields) for where, row in file_rows(path)]
 
 
 # ---------------------------------------------------------------- hub
-def load_hub(
-    dataset_id: str,
-    split: str = "train",
-    name: str | None = None,
-    prompt_field: str | None = None,
-    response_field: str | None = None,
-    label_field: str | None = None,
-) -> list[Record]:
-    """Records from a Hugging Face data set id, or a local data set folder / data file that
-    ``datasets.load_dataset`` understands (so hub-style data can be tested and used offline)."""
-    dataset_id = dataset_id.removeprefix("hf:")
+def hub_rows(dataset_id: str, split: str = "train", name: str | None = None) -> list[tuple[str, dict]]:
+    """(where, row) pairs of one split of a Hugging Face data set id, or of a local data set folder or data
+    file that ``datasets.load_dataset`` understands (so hub-style data can be tested and used offline)."""
     import datasets  # a dependency, imported late: it is slow to import and only hub data needs it
 
     try:
@@ -185,13 +181,25 @@ def load_hub(
         else:
             data = datasets.load_dataset(str(local) if local.is_dir() else dataset_id, name, split=split)
     except Exception as err:  # noqa: BLE001 - every failure becomes one actionable message
+        config = f"config {name!r}, " if name else ""
         raise DataError(
-            f"could not load hub data set '{dataset_id}' (split '{split}'): "
+            f"could not load hub data set '{dataset_id}' ({config}split '{split}'): "
             f"{type(err).__name__}: {str(err)[:300]}. The hub may be unreachable (offline machine) "
             "or the id or split unknown; a local .json/.jsonl/.csv file path works instead"
         ) from None
+    return [(f"{dataset_id}[{split}] row {i}", dict(row)) for i, row in enumerate(data)]
+
+
+def load_hub(
+    dataset_id: str,
+    split: str = "train",
+    name: str | None = None,
+    prompt_field: str | None = None,
+    response_field: str | None = None,
+    label_field: str | None = None,
+) -> list[Record]:
+    """Records from a Hugging Face data set (see :func:`hub_rows`); ``hf:`` before the id is optional."""
+    dataset_id = dataset_id.removeprefix("hf:")
     fields = dict(prompt_field=prompt_field, response_field=response_field, label_field=label_field)
-    return [
-        row_to_record(row, f"{dataset_id}[{split}] row {i}", f"hub:{dataset_id}", **fields)
-        for i, row in enumerate(data)
-    ]
+    rows = hub_rows(dataset_id, split, name)
+    return [row_to_record(row, where, f"hub:{dataset_id}", **fields) for where, row in rows]

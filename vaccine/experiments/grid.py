@@ -27,9 +27,7 @@ from vaccine.settings import ModelSettings, same_as, setting
 
 # Each YAML section holds some fields of one stage spec, with that field's default (one source of truth);
 # the keys below are the section's, in the cache key of every stage that reads them.
-ALIGN_KEYS = (
-    "data",
-    "num_samples",
+TRAINING_KEYS = (
     "epochs",
     "max_steps",
     "lr",
@@ -38,19 +36,10 @@ ALIGN_KEYS = (
     "weight_decay",
     "max_length",
     "save_steps",
-    "helpful_data",
-    "helpful_share",
-    "self_distill_tokens",
 )
+ALIGN_KEYS = ("data", "num_samples", *TRAINING_KEYS, "helpful_data", "helpful_share", "self_distill_tokens")
 FINETUNE_KEYS = (
-    "epochs",
-    "max_steps",
-    "lr",
-    "batch_size",
-    "grad_accum",
-    "weight_decay",
-    "max_length",
-    "save_steps",
+    *TRAINING_KEYS,
     "lora_mode",
     "harmful",
     "alignment_data",

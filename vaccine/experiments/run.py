@@ -78,7 +78,7 @@ def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
     from vaccine.data.resolve import load_records
     from vaccine.eval.tsne import sentence_embeddings, tsne_figure
     from vaccine.evaluate import sample
-    from vaccine.stage_io import load_merged_model
+    from vaccine.run_folders import load_merged_model
 
     by_picture: dict[Path, list[CellPlan]] = {}
     for plan in plans:

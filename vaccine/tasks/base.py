@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
-from vaccine.data.files import FILE_TYPES, csv_rows, json_rows, jsonl_rows
+from vaccine.data.files import FILE_TYPES, file_rows, hub_rows
 from vaccine.data.records import Record, normalize_text, prompt_hash
 from vaccine.errors import ConfigError, DataError
 from vaccine.registry import Registry
@@ -54,38 +54,6 @@ def split_records(
 def check_split(split: str) -> None:
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-
-
-# ---------------------------------------------------------------- raw rows from files and the hub
-def file_rows(path: Path) -> list[tuple[str, dict]]:
-    """(where, row) pairs of a local .json/.jsonl/.csv file; ``where`` is the 'file:line' an error names."""
-    suffix = path.suffix.lower()
-    if suffix not in FILE_TYPES:
-        raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(FILE_TYPES)}")
-    if suffix == ".json":
-        rows = [(f"{path}: {where}", row) for where, row in json_rows(path)]
-    else:
-        reader = jsonl_rows if suffix == ".jsonl" else csv_rows
-        rows = [(f"{path}:{line}", row) for line, row in reader(path)]
-    if not rows:
-        raise DataError(f"{path}: no rows in file")
-    return rows
-
-
-def hub_rows(ref: HubRef, split: str) -> list[tuple[str, dict]]:
-    """Rows of one split of a hub data set (or a local data set folder), as plain dicts."""
-    dataset_id, config = ref
-    import datasets  # a dependency, imported late: it is slow to import and only hub data needs it
-
-    try:
-        data = datasets.load_dataset(dataset_id, config, split=split)
-    except Exception as err:  # noqa: BLE001 - every failure becomes one actionable message
-        raise DataError(
-            f"could not load hub data set '{dataset_id}' (config {config!r}, split '{split}'): "
-            f"{type(err).__name__}: {str(err)[:300]}. The hub may be unreachable (offline machine) or the "
-            "id or split unknown; a local .json/.jsonl/.csv file path works instead"
-        ) from None
-    return [(f"{dataset_id}[{split}] row {i}", dict(row)) for i, row in enumerate(data)]
 
 
 def pick_field(row: dict, names: tuple[str, ...], where: str, what: str) -> object:
@@ -165,8 +133,10 @@ class Task(ABC):
 
     def _from_hub(self, split: str, ref: HubRef, label: str) -> list[Record]:
         if split in self.hub_splits:
-            return self._to_records(hub_rows(ref, self.hub_splits[split]), label)
-        return self._split_here(split, self._to_records(hub_rows(ref, self.hub_splits["train"]), label))
+            return self._to_records(hub_rows(ref[0], self.hub_splits[split], ref[1]), label)
+        return self._split_here(
+            split, self._to_records(hub_rows(ref[0], self.hub_splits["train"], ref[1]), label)
+        )
 
     def _to_records(self, rows: list[tuple[str, dict]], source: str) -> list[Record]:
         return [self.from_row(row, where, source) for where, row in rows]

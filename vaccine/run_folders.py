@@ -1,4 +1,5 @@
-"""What the align and finetune stages share on disk: atomic adapter saves and resuming from checkpoints."""
+"""A stage's run folder: training that resumes from the folder's newest checkpoint, the adapter saved
+atomically with the run's summary, and adapters read back (merged in order) for evaluation."""
 
 from __future__ import annotations
 
