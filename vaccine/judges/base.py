@@ -8,11 +8,12 @@ evaluation code swap them without knowing which one it has.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from tqdm.auto import tqdm
 
-from vaccine.errors import ConfigError
+from vaccine.errors import ConfigError, ModelError
 from vaccine.judges.kinds import COMPLIANCE, harmless_kind
 
 
@@ -82,3 +83,21 @@ def batches(n: int, batch_size: int, desc: str) -> Iterator[slice]:
     starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=desc, leave=False, disable=len(starts) < 2):
         yield slice(start, min(start + batch_size, n))
+
+
+def load_judge_model(auto_class: Any, model_id_or_path: str | Path, what: str, hint: str) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) of a judge model, safetensors only and no remote code; a failure
+    becomes one message that names the model, ``what`` it should be, and the likely cause."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_id_or_path), trust_remote_code=False)
+        model = auto_class.from_pretrained(
+            str(model_id_or_path), use_safetensors=True, trust_remote_code=False
+        )
+    except Exception as err:  # noqa: BLE001 - every loading failure becomes one actionable message
+        raise ModelError(
+            f"cannot load the {what} '{model_id_or_path}': {type(err).__name__}: {str(err)[:300]}. {hint} "
+            "Offline machines need a local folder instead of a hub id."
+        ) from None
+    return model.eval(), tokenizer

@@ -13,10 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from vaccine.errors import ModelError
-from vaccine.judges.base import BaseJudge, batches, check_pairs
+from vaccine.judges.base import BaseJudge, batches, check_pairs, load_judge_model
 
 PLAIN_TEMPLATE = (
     "Task: Check if there is unsafe content in 'Agent' messages in the conversation below according to "
@@ -34,18 +33,8 @@ def parse_verdict(text: str) -> float:
 
 def load_guard(model_id_or_path: str | Path):
     """(model, tokenizer) for generation; a failure names the likely cause."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_id_or_path), trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(model_id_or_path), use_safetensors=True, trust_remote_code=False
-        )
-    except Exception as err:  # noqa: BLE001 - every loading failure becomes one actionable message
-        raise ModelError(
-            f"cannot load the guard model '{model_id_or_path}': {type(err).__name__}: {str(err)[:300]}. "
-            "It must be a causal LM with safetensors weights and no custom code; offline machines need a "
-            "local folder instead of a hub id."
-        ) from None
-    return model.eval(), tokenizer
+    hint = "It must be a causal LM with safetensors weights and no custom code."
+    return load_judge_model(AutoModelForCausalLM, model_id_or_path, "guard model", hint)
 
 
 class GuardJudge(BaseJudge):

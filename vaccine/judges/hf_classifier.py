@@ -17,10 +17,9 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
-from vaccine.errors import ModelError
-from vaccine.judges.base import BaseJudge, batches, check_pairs
+from vaccine.judges.base import BaseJudge, batches, check_pairs, load_judge_model
 
 BEAVERTAILS_TEMPLATE = "BEGINNING OF CONVERSATION: USER: {prompt} ASSISTANT:{answer}"
 _UNSAFE_LABEL = re.compile(r"unsafe|harm|flag|toxic|offensive|hate|violat|jailbreak|injection", re.I)
@@ -45,23 +44,18 @@ def head_kind(config) -> str:
 
 def load_classifier(model_id_or_path: str | Path):
     """(model, tokenizer), with a message that names the likely cause when loading fails."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model_id_or_path), trust_remote_code=False)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_id_or_path), use_safetensors=True, trust_remote_code=False
-        )
-    except Exception as err:  # noqa: BLE001 - every loading failure becomes one actionable message
-        raise ModelError(
-            f"cannot load the classification judge '{model_id_or_path}': {type(err).__name__}: "
-            f"{str(err)[:300]}. Only standard transformers classification heads with safetensors "
-            "weights load here (trust_remote_code is off); beaver-dam-7b's custom head is not one of "
-            "them. Offline machines need a local folder instead of a hub id."
-        ) from None
+    hint = (
+        "Only standard transformers classification heads with safetensors weights load here "
+        "(trust_remote_code is off); beaver-dam-7b's custom head is not one of them."
+    )
+    model, tokenizer = load_judge_model(
+        AutoModelForSequenceClassification, model_id_or_path, "classification judge", hint
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model.eval(), tokenizer
+    return model, tokenizer
 
 
 class HFClassifierJudge(BaseJudge):
