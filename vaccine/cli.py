@@ -201,19 +201,16 @@ def _score_file(judge: Any, pairs: list[tuple[str, str]], out: Path | None) -> N
 
 
 def _run_tsne(spec: Any) -> int:
-    from .data.context import DataContext
     from .data.resolve import load_records
-    from .eval.tsne import sentence_embeddings, tsne_figure
+    from .eval.tsne import tsne_figure, view_embeddings
     from .evaluate import sample
-    from .run_folders import load_merged_model
 
     records = sample(load_records(spec.data), spec.num_samples, spec.seed, spec.data)
-    embeddings = {}
-    for label, adapters in spec.views:
-        paths = [] if adapters == "-" else [Path(a) for a in adapters.split(",") if a]
-        model, tokenizer = load_merged_model(spec.model, paths)
-        batches = DataContext(tokenizer).loader(records, 16, spec.seed)
-        embeddings[label] = sentence_embeddings(model, batches, spec.layer)
+    views = {
+        label: [] if adapters == "-" else [Path(a) for a in adapters.split(",") if a]
+        for label, adapters in spec.views
+    }
+    embeddings = view_embeddings(spec.model, views, records, layer=spec.layer)
     print(tsne_figure(embeddings, spec.out, f"{spec.data} embeddings ({len(records)} samples)", spec.seed))
     return 0
 

@@ -85,3 +85,18 @@ def tsne_figure(embeddings: dict[str, np.ndarray], path: str | Path, title: str,
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def view_embeddings(
+    model_name: str, views: dict[str, list[Path]], records: list, dtype: str = "float32", layer: int = -1
+) -> dict[str, np.ndarray]:
+    """Each view's embeddings of the same records: the base model with that view's adapters merged in order
+    (an empty list: the base model). The batches come in one fixed order, so rows line up across views."""
+    from vaccine.data.context import DataContext
+    from vaccine.run_folders import load_merged_model
+
+    embeddings = {}
+    for label, adapters in views.items():
+        model, tokenizer = load_merged_model(model_name, adapters, dtype=dtype)
+        embeddings[label] = sentence_embeddings(model, DataContext(tokenizer).loader(records, 16, 0), layer)
+    return embeddings

@@ -11,7 +11,7 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Cell:
+class TableCell:
     text: str
     bold: bool = False
 
@@ -19,7 +19,7 @@ class Cell:
 @dataclass
 class Table:
     header: list[str]
-    rows: list[list[Cell]]
+    rows: list[list[TableCell]]
 
 
 Block = tuple[str, Any]  # ("h1"|"h2"|"h3"|"p", str) | ("table", Table) | ("img", (src, alt))
@@ -40,11 +40,11 @@ def render_markdown(blocks: list[Block]) -> str:
 
 
 def _markdown_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
+    def cell(c: TableCell) -> str:
         text = c.text.replace("|", "\\|")
         return f"**{text}**" if c.bold else text
 
-    lines = ["| " + " | ".join(cell(Cell(h)) for h in table.header) + " |"]
+    lines = ["| " + " | ".join(cell(TableCell(h)) for h in table.header) + " |"]
     lines.append("|" + "|".join(["---"] + ["---:"] * (len(table.header) - 1)) + "|")
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
     return "\n".join(lines)
@@ -75,7 +75,7 @@ def render_html(blocks: list[Block]) -> str:
 
 
 def _html_table(table: Table) -> str:
-    def cell(c: Cell) -> str:
+    def cell(c: TableCell) -> str:
         text = html.escape(c.text)
         return f"<td><strong>{text}</strong></td>" if c.bold else f"<td>{text}</td>"
 

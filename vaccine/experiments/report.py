@@ -21,7 +21,7 @@ from typing import Any
 from vaccine.errors import DataError
 from vaccine.experiments import plots
 from vaccine.experiments.comparisons import DEFAULT_REFERENCES, CellStat, cell_stats, task_cell_stats
-from vaccine.experiments.render import Block, Cell, Table, render_html, render_markdown
+from vaccine.experiments.render import Block, Table, TableCell, render_html, render_markdown
 from vaccine.experiments.statements import comparison_blocks, verdict_blocks
 from vaccine.experiments.store import ResultStore, validate_row
 from vaccine.io import write_text_atomic
@@ -199,14 +199,14 @@ def table_one(
                 line.append((stat.value, stat.text()) if stat else (cell[0] if cell else None, _fmt(cell)))
         grid.append(line + [_average(hs.get(label, {}), ps), _average(fa.get(label, {}), ps)])
     cells = (
-        [[Cell(text) for _, text in line] for line in grid]
+        [[TableCell(text) for _, text in line] for line in grid]
         if any(intervals.values())
         else _bold(grid, lower_is_better)
     )
-    return Table(header, [[Cell(label)] + line for label, line in zip(labels, cells, strict=True)])
+    return Table(header, [[TableCell(label)] + line for label, line in zip(labels, cells, strict=True)])
 
 
-def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool]) -> list[list[Cell]]:
+def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool]) -> list[list[TableCell]]:
     """Bold every cell that equals its column's best as displayed (ties at one decimal are all bold)."""
     best = []
     for col, low in enumerate(lower_is_better):
@@ -214,7 +214,7 @@ def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool
         best.append((min(shown) if low else max(shown)) if shown else None)
     return [
         [
-            Cell(text, value is not None and round(value, 1) == best[col])
+            TableCell(text, value is not None and round(value, 1) == best[col])
             for col, (value, text) in enumerate(line)
         ]
         for line in grid
@@ -228,13 +228,13 @@ def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> 
     header += ["finetune step (s)", "finetune ×SFT", "finetune peak mem (MB)"]
     rows = []
     for label in (lab for lab in labels if lab in costs):
-        c, line = costs[label], [Cell(label)]
+        c, line = costs[label], [TableCell(label)]
         for stage in ("align", "finetune"):
             time, base = c[f"{stage}_step_time_s"], sft.get(f"{stage}_step_time_s")
-            line.append(Cell(MISSING if time is None else f"{time:.3g}"))
-            line.append(Cell(f"{time / base:.2f}×" if time is not None and base else MISSING))
+            line.append(TableCell(MISSING if time is None else f"{time:.3g}"))
+            line.append(TableCell(f"{time / base:.2f}×" if time is not None and base else MISSING))
             memory = c[f"{stage}_peak_memory_mb"]
-            line.append(Cell(MISSING if memory is None else f"{memory:.0f}"))
+            line.append(TableCell(MISSING if memory is None else f"{memory:.0f}"))
         rows.append(line)
     return Table(header, rows)
 

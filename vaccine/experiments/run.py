@@ -74,11 +74,9 @@ def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> 
 
 def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
     """One picture per method: alignment-data embeddings of the aligned model and after each p."""
-    from vaccine.data.context import DataContext
     from vaccine.data.resolve import load_records
-    from vaccine.eval.tsne import sentence_embeddings, tsne_figure
+    from vaccine.eval.tsne import tsne_figure, view_embeddings
     from vaccine.evaluate import sample
-    from vaccine.run_folders import load_merged_model
 
     by_picture: dict[Path, list[CellPlan]] = {}
     for plan in plans:
@@ -93,10 +91,7 @@ def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
         )
         views = {"before fine-tuning": [first.align.out] if first.align else []}
         views.update({f"p={plan.cell.p:g}": plan.evaluate.adapters for plan in group})
-        embeddings = {}
-        for name, adapters in views.items():
-            model, tokenizer = load_merged_model(first.cell.model, adapters, dtype=grid.dtype)
-            embeddings[name] = sentence_embeddings(model, DataContext(tokenizer).loader(records, 16, 0))
+        embeddings = view_embeddings(first.cell.model, views, records, grid.dtype)
         title = f"{first.cell.method.label}: alignment data, {first.cell.task} n={first.cell.n}"
         written.append(tsne_figure(embeddings, png, title, first.cell.seed))
     return written

@@ -19,7 +19,7 @@ from vaccine.experiments.comparisons import (
     judge_error,
     power_statement,
 )
-from vaccine.experiments.render import Block, Cell, Table
+from vaccine.experiments.render import Block, Table, TableCell
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
 
 MISSING = "—"
@@ -43,7 +43,7 @@ def verdict_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float
             line += [shares[k][(label, p)].text() for k in (REFUSAL, OTHER)]
             if error:
                 line.append(_corrected(hs.value, (hs.low, hs.high), error))
-            table_rows.append([Cell(x) for x in line])
+            table_rows.append([TableCell(x) for x in line])
     blocks: list[Block] = [
         ("h3", "What the answers were: compliance, refusal, other"),
         (
@@ -87,13 +87,13 @@ def comparison_blocks(
     header = ["p", "method", "vs", "HS difference (points)", "95% interval", "McNemar p", "verdict"]
     table_rows = [
         [
-            Cell(f"{c.p:g}"),
-            Cell(c.method),
-            Cell(c.reference),
-            Cell(f"{c.result.difference:+.1f}"),
-            Cell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
-            Cell(f"{c.result.p_value:.3g}"),
-            Cell(c.result.verdict, bold=c.result.verdict != stats.NOT_RESOLVED),
+            TableCell(f"{c.p:g}"),
+            TableCell(c.method),
+            TableCell(c.reference),
+            TableCell(f"{c.result.difference:+.1f}"),
+            TableCell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
+            TableCell(f"{c.result.p_value:.3g}"),
+            TableCell(c.result.verdict, bold=c.result.verdict != stats.NOT_RESOLVED),
         ]
         for c in found
     ]
