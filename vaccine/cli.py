@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -26,12 +27,22 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _add_stage(
-    sub: argparse._SubParsersAction, name: str, spec: type, run: Callable[[Any], int], **texts: str
+    sub: argparse._SubParsersAction,
+    name: str,
+    spec_path: str,
+    run: Callable[[Any], int],
+    command: str | None,
+    **texts: str,
 ) -> None:
-    """A sub-command whose flags are ``spec``'s fields (defaults and help from the dataclass)."""
+    """A sub-command whose flags are the fields of the spec at ``spec_path`` ("module:Class"; defaults and
+    help from the dataclass). The spec's module (torch, transformers) is imported only when ``command`` is
+    this one, or None (every command), so ``vaccine --help`` and the light commands start fast."""
     p = sub.add_parser(name, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **texts)
-    add_flags(p, spec)
-    p.set_defaults(func=lambda args: run(from_flags(spec, args)), spec=spec)
+    if command in (None, name):
+        module, _, cls = spec_path.partition(":")
+        spec = getattr(importlib.import_module(module), cls)
+        add_flags(p, spec)
+        p.set_defaults(func=lambda args: run(from_flags(spec, args)), spec=spec)
 
 
 def _run_align(spec: Any) -> int:
@@ -60,17 +71,13 @@ def _run_evaluate(spec: Any) -> int:
     return 0
 
 
-def _add_stages(sub: argparse._SubParsersAction) -> None:
-    from .align import AlignSpec
-    from .eval.tsne import TsneSpec
-    from .evaluate import EvaluateSpec
-    from .finetune import FinetuneSpec
-
+def _add_stages(sub: argparse._SubParsersAction, command: str | None) -> None:
     _add_stage(
         sub,
         "align",
-        AlignSpec,
+        "vaccine.align:AlignSpec",
         _run_align,
+        command,
         help="align a model (SFT, Vaccine, RepNoise) with LoRA",
         description=f"Alignment stage ({PAPER}). Writes adapter/, config.json, log.jsonl, "
         "summary.json and checkpoints/ into --out; re-running resumes from the last checkpoint.",
@@ -78,8 +85,9 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
     _add_stage(
         sub,
         "finetune",
-        FinetuneSpec,
+        "vaccine.finetune:FinetuneSpec",
         _run_finetune,
+        command,
         help="the attack: fine-tune on a benign task mixed with harmful data",
         description="Fine-tuning-as-a-service: n samples of --task of which floor(p*n) are "
         "harmful. Without --aligned the base model is attacked (Non-aligned).",
@@ -87,8 +95,9 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
     _add_stage(
         sub,
         "evaluate",
-        EvaluateSpec,
+        "vaccine.evaluate:EvaluateSpec",
         _run_evaluate,
+        command,
         help="Harmful Score, Fine-tune Accuracy and drift of a model",
         description="Batched greedy generation on held-out harmful prompts (HS, judged) and on "
         "the task's test split (FA). Writes one JSON with metrics, config, records, timings.",
@@ -96,8 +105,9 @@ def _add_stages(sub: argparse._SubParsersAction) -> None:
     _add_stage(
         sub,
         "tsne",
-        TsneSpec,
+        "vaccine.eval.tsne:TsneSpec",
         _run_tsne,
+        command,
         help="t-SNE picture of alignment-data embeddings across models",
         description="One joint t-SNE of the alignment sample's embeddings under each model view.",
     )
@@ -293,12 +303,13 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with ``command``, only that sub-command gets its generated flags (the others stay light)."""
     parser = argparse.ArgumentParser(
         prog="vaccine", description=f"Vaccine ({PAPER}): align, attack, evaluate."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_stages(sub)
+    _add_stages(sub, command)
     _add_judge(sub)
     _add_run(sub)
     _add_report(sub)
@@ -322,7 +333,8 @@ def _leave_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(next((w for w in words if not w.startswith("-")), "")).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         return args.func(args)
