@@ -159,4 +159,4 @@ def test_registry_knobs_are_validated_and_coerced():
     with pytest.raises(ConfigError, match="method: unknown alignment method 'ewc'"):
         METHODS.lookup("ewc")
     assert all(dataclasses.is_dataclass(cls) for cls in [*DEFENSES.values(), *METHODS.values()])
-    assert set(METHODS) == {"sft", "vaccine", "repnoise"} and "none" in DEFENSES
+    assert set(METHODS) == {"sft", "vaccine", "repnoise", "booster"} and "none" in DEFENSES

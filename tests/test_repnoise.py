@@ -9,16 +9,14 @@ import torch
 from conftest import make_tiny_model, make_tiny_tokenizer
 from peft import LoraConfig, get_peft_model
 
+from vaccine.answer_loss import IGNORE_INDEX
+from vaccine.data.paired import PairedCollator, PairedDataset, build_paired_dataset
 from vaccine.data.records import Record
-from vaccine.data.tokenize import IGNORE_INDEX
 from vaccine.errors import ConfigError, DataError
 from vaccine.methods.repnoise import (
-    PairedCollator,
-    PairedDataset,
     RepNoiseConfig,
     RepNoiseTrainer,
     bounded_ascent,
-    build_repnoise_dataset,
     gaussian_mmd,
     representation_noise_loss,
 )
@@ -43,7 +41,7 @@ def records() -> tuple[list[Record], list[Record]]:
 
 def dataset(max_length: int = 64) -> PairedDataset:
     harmless, harmful = records()
-    return build_repnoise_dataset(harmless, harmful, make_tiny_tokenizer(), max_length=max_length)
+    return build_paired_dataset(harmless, harmful, make_tiny_tokenizer(), max_length=max_length)
 
 
 def knows_harmful_answers(arch: str = "llama", steps: int = 15):
@@ -109,7 +107,7 @@ def answer_losses(model) -> tuple[float, float]:
 def test_paired_dataset_cycles_the_harmful_half():
     harmless, harmful = records()
     tok = make_tiny_tokenizer()
-    data = build_repnoise_dataset(harmless, harmful[:4], tok)
+    data = build_paired_dataset(harmless, harmful[:4], tok)
     assert len(data) == len(harmless)
     assert data[5]["harmful_input_ids"] == data[1]["harmful_input_ids"]
     assert set(data[0]) == {

@@ -1,7 +1,7 @@
 """RepNoise (Rosati et al. 2024, "Representation Noising"): an alignment-stage defense that uses harmful data.
 
 Each step sees a harmless batch (harmful prompt -> safe answer) and a harmful batch (harmful prompt -> harmful
-answer), paired by :class:`PairedDataset`, and minimises
+answer), paired by :class:`~vaccine.data.paired.PairedDataset`, and minimises
 
     L = CE(harmless) + beta * noise_loss(harmful) - alpha * log(1 + min(CE(harmful), log V))
 
@@ -20,7 +20,6 @@ Defaults are the paper's: alpha=1, beta=0.001. The paper also adds logit-lens CE
 implementation keeps the final-layer CE only.
 
 - :mod:`.config`: :class:`RepNoiseConfig` (alpha, beta, noise_tokens);
-- :mod:`.data`: :class:`PairedDataset`, :class:`PairedCollator`, :func:`build_repnoise_dataset`;
 - :mod:`.losses`: :func:`gaussian_mmd`, :func:`representation_noise_loss`, :func:`bounded_ascent`;
 - :mod:`.trainer`: :class:`RepNoiseTrainer`.
 """
@@ -30,25 +29,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vaccine.data.context import DataContext
-from vaccine.data.records import Record
-from vaccine.data.resolve import load_records
-from vaccine.methods.base import METHODS, AlignMethod
+from vaccine.methods.base import METHODS
+from vaccine.methods.paired import PairedMethod
 
 from .config import RepNoiseConfig
-from .data import HARMFUL_PREFIX, PairedCollator, PairedDataset, build_repnoise_dataset
 from .losses import bounded_ascent, gaussian_mmd, representation_noise_loss
 from .trainer import RepNoiseTrainer
 
 __all__ = [
-    "HARMFUL_PREFIX",
-    "PairedCollator",
-    "PairedDataset",
     "RepNoise",
     "RepNoiseConfig",
     "RepNoiseTrainer",
     "bounded_ascent",
-    "build_repnoise_dataset",
     "gaussian_mmd",
     "representation_noise_loss",
 ]
@@ -56,7 +48,7 @@ __all__ = [
 
 @METHODS.register("repnoise")
 @dataclass
-class RepNoise(AlignMethod):
+class RepNoise(PairedMethod):
     """Push harmful representations toward Gaussian noise, keep the harmless loss (Rosati et al. 2024).
 
     Uses harmful data at alignment: by default the built-in ``harmful-defense`` split, which is disjoint from
@@ -66,16 +58,8 @@ class RepNoise(AlignMethod):
     alpha: float = 1.0
     beta: float = 0.001
     noise_tokens: int = 256
-    harmful: str = "harmful-defense"
     config_class = RepNoiseConfig
     trainer_class = RepNoiseTrainer
 
     def config_overrides(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "noise_tokens": self.noise_tokens}
-
-    def train_dataset(self, records: list[Record], data: DataContext) -> PairedDataset:
-        harmful = load_records(self.harmful)
-        return build_repnoise_dataset(records, harmful, data.tokenizer, data.template, data.max_length)
-
-    def collator(self, data: DataContext) -> PairedCollator:
-        return PairedCollator(data.tokenizer)

@@ -7,17 +7,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaccine.data.tokenize import IGNORE_INDEX
-from vaccine.metered import MeteredTrainer
+from vaccine.answer_loss import IGNORE_INDEX
+from vaccine.data.paired import split_paired
+from vaccine.methods.paired import PairedTrainer
 
 from .config import RepNoiseConfig
-from .data import HARMFUL_KEYS, HARMFUL_PREFIX
 from .losses import bounded_ascent, representation_noise_loss
 
 __all__ = ["RepNoiseTrainer"]
 
 
-class RepNoiseTrainer(MeteredTrainer):
+class RepNoiseTrainer(PairedTrainer):
     """``Trainer`` whose loss adds RepNoise's terms on the ``harmful_*`` half of each batch.
 
     Logs, besides the metered trainer's metrics: ``harmless_loss``, ``harmful_loss`` (the harmful answer's
@@ -33,11 +33,6 @@ class RepNoiseTrainer(MeteredTrainer):
         if not isinstance(self.args, RepNoiseConfig):
             raise TypeError("RepNoiseTrainer needs a RepNoiseConfig as `args`")
 
-    def _set_signature_columns_if_needed(self) -> None:
-        """Keep the harmful columns, which the model's forward does not name, through column removal."""
-        super()._set_signature_columns_if_needed()
-        self._signature_columns += [key for key in HARMFUL_KEYS if key not in self._signature_columns]
-
     def compute_loss(
         self,
         model: nn.Module,
@@ -45,8 +40,7 @@ class RepNoiseTrainer(MeteredTrainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
-        inputs = dict(inputs)  # the caller's batch stays whole (the Trainer may reuse it, e.g. to count)
-        harmful = {key[len(HARMFUL_PREFIX) :]: inputs.pop(key) for key in HARMFUL_KEYS if key in inputs}
+        inputs, harmful = split_paired(inputs)
         loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
         if harmful:
             scaled = self.loss_is_scaled_for_accumulation(num_items_in_batch)

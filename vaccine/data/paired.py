@@ -1,4 +1,5 @@
-"""RepNoise's batches: each harmless example paired with a harmful one, under ``harmful_*`` keys."""
+"""Batches for alignment-stage methods that also train on harmful data (RepNoise, Booster): each alignment
+example paired with a harmful one, under ``harmful_*`` keys, so both halves follow the Trainer's order."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class PairedDataset(Dataset):
     def __init__(self, harmless: Dataset, harmful: Dataset) -> None:
         if len(harmless) == 0 or len(harmful) == 0:
             raise DataError(
-                f"RepNoise needs harmless and harmful examples, got {len(harmless)} and {len(harmful)}"
+                f"this method needs harmless and harmful examples, got {len(harmless)} and {len(harmful)}"
             )
         self.harmless = harmless
         self.harmful = harmful
@@ -53,7 +54,7 @@ class PairedCollator:
         return {**harmless, **{HARMFUL_PREFIX + key: value for key, value in harmful.items()}}
 
 
-def build_repnoise_dataset(
+def build_paired_dataset(
     harmless_records: Sequence[Record],
     harmful_records: Sequence[Record],
     tokenizer: Any,
@@ -65,3 +66,10 @@ def build_repnoise_dataset(
         CompletionDataset(harmless_records, tokenizer, template, max_length),
         CompletionDataset(harmful_records, tokenizer, template, max_length),
     )
+
+
+def split_paired(inputs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the alignment batch, the harmful batch) of a paired batch; the caller's dict is left whole (the
+    Trainer may reuse it, e.g. to count tokens). A batch without harmful keys gives an empty harmful half."""
+    harmful = {key[len(HARMFUL_PREFIX) :]: inputs[key] for key in HARMFUL_KEYS if key in inputs}
+    return {key: value for key, value in inputs.items() if key not in HARMFUL_KEYS}, harmful
