@@ -44,7 +44,7 @@ def test_mixture_is_shuffled_and_seeded():
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_p_outside_unit_interval_is_an_error(p):
-    with pytest.raises(ConfigError, match="--p"):
+    with pytest.raises(ConfigError, match="^p: the harmful ratio"):
         mix_harmful(BENIGN, HARMFUL, p, 10, seed=0)
 
 
