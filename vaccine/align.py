@@ -141,5 +141,6 @@ def run_alignment(spec: AlignSpec) -> dict[str, Any]:
         train_dataset=spec.method_obj.train_dataset(records, data),
         data_collator=spec.method_obj.collator(data),
         callbacks=[JsonlLogger(spec.out / "log.jsonl")],
+        **spec.method_obj.trainer_kwargs(data),
     )
     return train_and_save(trainer, spec.out, method=spec.method, samples=len(records))

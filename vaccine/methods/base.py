@@ -45,6 +45,10 @@ class AlignMethod:
     def collator(self, data: DataContext) -> Any:
         return data.collator()
 
+    def trainer_kwargs(self, data: DataContext) -> dict[str, Any]:
+        """Extra keyword arguments for ``trainer_class`` (T-Vaccine's harmful probe batches)."""
+        return {}
+
 
 # Alignment-stage methods by name (``--method``); each method package registers itself here.
 METHODS: Registry[type[AlignMethod]] = Registry("alignment method", "method")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from vaccine.errors import ConfigError
+from vaccine.errors import ConfigError, SettingError
 
 
 @dataclass
@@ -41,7 +41,25 @@ class VaccineConfig(TrainingArguments):
         },
     )
 
+    layers_per_step: int = field(
+        default=0,
+        metadata={
+            "help": "T-Vaccine: perturb only this many attention blocks per step, drawn with probability "
+            "proportional to their harmful-gradient norm (0: every block, Vaccine; T-Vaccine's script: 8)."
+        },
+    )
+    resample_every: int = field(
+        default=20,
+        metadata={
+            "help": "T-Vaccine: optimizer steps between two draws of the perturbed blocks (script: 20)."
+        },
+    )
+
     def __post_init__(self) -> None:
+        if int(self.layers_per_step) != self.layers_per_step or self.layers_per_step < 0:
+            raise SettingError("layers_per_step", f"must be an integer >= 0; got {self.layers_per_step}")
+        if int(self.resample_every) != self.resample_every or self.resample_every < 1:
+            raise SettingError("resample_every", f"must be an integer >= 1; got {self.resample_every}")
         if self.rho < 0:
             raise ConfigError(f"rho must be >= 0, got {self.rho}")
         if int(self.tau) != self.tau or self.tau < 1:

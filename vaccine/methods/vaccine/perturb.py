@@ -161,3 +161,30 @@ def perturbation_from_grads(
     if scope == "sample":
         scale = scale.view(-1, 1, 1)
     return [(g.float() * scale).to(g.dtype).detach() for g in grads]
+
+
+def draw_layers(importance: torch.Tensor, k: int, generator: torch.Generator) -> list[int]:
+    """T-Vaccine's choice: ``k`` distinct layer indices, each drawn with probability proportional to its
+    ``importance`` (a harmful-gradient norm per layer), in layer order. A layer of importance 0 is never drawn
+    while others remain; all zero (nothing measured) falls back to a uniform draw."""
+    weights = importance.detach().double().clamp_min(0)
+    if weights.sum() <= 0:
+        weights = torch.ones_like(weights)
+    positive = int((weights > 0).sum())
+    if positive < k:  # multinomial without replacement needs k positive weights: pad with the rest uniformly
+        weights = torch.where(weights > 0, weights, weights[weights > 0].min() * 1e-9)
+    return sorted(torch.multinomial(weights, k, replacement=False, generator=generator).tolist())
+
+
+def layer_gradient_norms(
+    model: nn.Module, modules: Sequence[nn.Module], batches: Sequence[dict[str, torch.Tensor]]
+) -> torch.Tensor:
+    """Per module, the norm of the loss gradient with respect to its output over ``batches`` (T-Vaccine's
+    measure of how much a layer carries the harmful behaviour); parameters' ``.grad`` are untouched."""
+    squared = torch.zeros(len(modules), dtype=torch.float64)
+    for batch in batches:
+        with capture_outputs(modules) as outputs:
+            loss = model(**batch).loss
+            grads = torch.autograd.grad(loss, outputs, allow_unused=True)
+        squared += torch.tensor([0.0 if g is None else float(g.double().pow(2).sum()) for g in grads])
+    return squared.sqrt()

@@ -30,7 +30,9 @@ from .config import VaccineConfig
 from .perturb import (
     add_perturbation,
     capture_outputs,
+    draw_layers,
     find_attention_modules,
+    layer_gradient_norms,
     perturbation_from_grads,
     squared_norm,
 )
@@ -47,10 +49,14 @@ class VaccineTrainer(MeteredTrainer):
 
     args: VaccineConfig
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, probe_batches: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, VaccineConfig):
             raise TypeError("VaccineTrainer needs a VaccineConfig as `args`")
+        if self.args.layers_per_step > 0 and not probe_batches:
+            raise ValueError("layers_per_step > 0 (T-Vaccine) needs probe_batches of harmful data")
+        self.probe_batches = probe_batches or []
+        self._chosen: tuple[int, list[int]] | None = None  # (draw window, chosen block indices)
         self._pending_eps: list[list[torch.Tensor]] = []
         self._window_batches: tuple[list[dict[str, Any]], Any] | None = None
         self.perturbation_passes = 0
@@ -59,12 +65,39 @@ class VaccineTrainer(MeteredTrainer):
         return {"perturbation_passes": self.perturbation_passes}
 
     # -- which modules, which steps ---------------------------------------------------------------------
-    def perturbed_modules(self) -> list[nn.Module]:
-        """The attention blocks (of the unwrapped model) whose outputs receive eps."""
-        if not hasattr(self, "_perturbed_modules"):
+    def attention_modules(self) -> list[nn.Module]:
+        """The attention blocks (of the unwrapped model) that may receive eps."""
+        if not hasattr(self, "_attention_modules"):
             found = find_attention_modules(self.model, self.args.perturb_modules)
-            self._perturbed_modules = [module for _, module in found]
-        return self._perturbed_modules
+            self._attention_modules = [module for _, module in found]
+        return self._attention_modules
+
+    def perturbed_modules(self) -> list[nn.Module]:
+        """The blocks that receive eps this step: all of them (Vaccine), or T-Vaccine's ``layers_per_step``
+        drawn by harmful-gradient norm, drawn again every ``resample_every`` steps."""
+        modules = self.attention_modules()
+        k = self.args.layers_per_step
+        if k <= 0 or k >= len(modules):
+            return modules
+        window = self.state.global_step // self.args.resample_every
+        if self._chosen is None or self._chosen[0] != window:
+            self._chosen = (window, self._draw(modules, k, window))
+        return [modules[i] for i in self._chosen[1]]
+
+    def _draw(self, modules: list[nn.Module], k: int, window: int) -> list[int]:
+        """T-Vaccine's draw, measured on the probe batches with the model of the window's first step: eval
+        mode (no dropout, no RNG consumed), unwrapped (no DDP sync), a generator seeded by the run's seed and
+        the window. (A run resumed mid-window measures the resumed model: its draw may differ.)"""
+        model = self.accelerator.unwrap_model(self.model)
+        training = model.training
+        model.eval()
+        try:
+            batches = [self._prepare_inputs(b) for b in self.probe_batches]
+            importance = layer_gradient_norms(model, modules, batches)
+        finally:
+            model.train(training)
+        generator = torch.Generator().manual_seed(self.args.seed * 100_003 + window)
+        return draw_layers(importance, k, generator)
 
     def is_perturbation_step(self) -> bool:
         """Every ``tau``-th optimizer step, counting from the first (step 0)."""
