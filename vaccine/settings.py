@@ -21,12 +21,10 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vaccine.data.templates import TEMPLATES
 from vaccine.errors import SettingError
 from vaccine.lora import LoraSettings
-
-DEFAULT_MODEL = "smollm2-135m-instruct"  # the embedded SmolLM2-135M-Instruct (vaccine/models.py)
-DTYPE_NAMES = ("float32", "bfloat16", "float16", "auto")
-TEMPLATE_NAMES = ("chat", "alpaca")
+from vaccine.models import DTYPES, EMBEDDED_DEFAULT
 
 
 def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **cli: Any) -> Any:
@@ -61,16 +59,14 @@ def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
 class ModelSettings:
     """Which model, in which precision and prompt format."""
 
-    model: str = setting(DEFAULT_MODEL, "HF id, local path or the embedded default")
-    dtype: str = setting("float32", "weights' dtype", choices=DTYPE_NAMES)
-    template: str = setting(
-        "chat", "prompt format: the model's chat template or Alpaca's", choices=TEMPLATE_NAMES
-    )
+    model: str = setting(EMBEDDED_DEFAULT, "HF id, local path or the embedded default")
+    dtype: str = setting("float32", "weights' dtype", choices=tuple(DTYPES))
+    template: str = setting("chat", "prompt format: the model's chat template or Alpaca's", choices=TEMPLATES)
     trust_remote_code: bool = setting(False, "run code shipped with the model (off by default)")
 
     def __post_init__(self) -> None:
-        check_choice(self.dtype, "dtype", DTYPE_NAMES)
-        check_choice(self.template, "template", TEMPLATE_NAMES)
+        check_choice(self.dtype, "dtype", tuple(DTYPES))
+        check_choice(self.template, "template", TEMPLATES)
 
 
 @dataclass(kw_only=True)
