@@ -63,12 +63,7 @@ EVALUATE_KEYS = (
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
-LATER_SETTINGS: dict[str, Any] = {
-    "helpful_data": None,
-    "helpful_share": 0.0,
-    "self_distill_tokens": 96,
-    "lora": None,
-}
+LATER_SETTINGS = ("helpful_data", "helpful_share", "self_distill_tokens", "lora")
 
 
 @dataclass(kw_only=True)
@@ -81,7 +76,8 @@ class TsneSettings:
 
 @dataclass(kw_only=True)
 class ReportSettings:
-    # Methods every other method is compared against, prompt by prompt, in the report.
+    """The methods every other method is compared against, prompt by prompt, in the report."""
+
     references: list[str] = setting(factory=lambda: ["SFT", "Non-aligned"], help="reference method labels")
 
 
@@ -129,8 +125,10 @@ METHOD_KEYS = {"label", "align", "finetune"}
 
 
 def key_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """A section's settings as they enter a cache key: later settings at their default are left out."""
-    return {k: v for k, v in settings.items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
+    """The align section's settings as they enter a cache key: later settings at their default are left
+    out."""
+    defaults = align_defaults()
+    return {k: v for k, v in settings.items() if not (k in LATER_SETTINGS and v == defaults[k])}
 
 
 def stable_hash(obj: Any) -> str:
