@@ -42,7 +42,9 @@ CONTENDERS = [
     Contender("Vaccine tau=1", "vaccine", {"rho": 2.0, "tau": 1}),
     Contender("Vaccine tau=10", "vaccine", {"rho": 2.0, "tau": 10}, tau=10),
     Contender("Vaccine tau=100", "vaccine", {"rho": 2.0, "tau": 100}, tau=100),
+    Contender("T-Vaccine, 8 blocks", "vaccine", {"rho": 2.0, "layers_per_step": 8, "probe_samples": 16}),
     Contender("RepNoise", "repnoise"),
+    Contender("Booster", "booster"),
 ]
 
 
@@ -113,6 +115,7 @@ def build_trainer(
         args=method.build_config(args),
         train_dataset=method.train_dataset(records, data),
         data_collator=method.collator(data),
+        **method.trainer_kwargs(data),
     )
 
 
