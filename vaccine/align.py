@@ -16,9 +16,8 @@ from transformers import TrainingArguments, set_seed
 
 from .callbacks import JsonlLogger
 from .data.context import DataContext
-from .data.records import Record, seeded_subset
+from .data.records import Record, sample_of
 from .data.resolve import load_records
-from .errors import SettingError
 from .eval.generate import GenerationSettings
 from .io import write_json_atomic
 from .lora import attach_lora
@@ -95,27 +94,18 @@ class AlignSpec(ModelSettings, TrainingSettings, LoraFields):
         return plain
 
 
-def select_samples(records: list[Record], num_samples: int | None, seed: int, source: str) -> list[Record]:
-    """A seeded random subset; asking for more than exists is an error, never a silent shrink."""
-    if num_samples is None:
-        return records
-    if num_samples > len(records):
-        raise SettingError(
-            "num_samples", f"{num_samples} is larger than the {len(records)} samples in {source}"
-        )
-    return seeded_subset(records, num_samples, seed)
-
-
 def alignment_records(spec: AlignSpec, model: Any, tokenizer: Any) -> list[Record]:
     """The safety pairs, plus (with ``helpful_share``) benign prompts answered by the base model itself,
     shuffled together: round(num_samples * helpful_share) helpful pairs, the rest safety pairs."""
     seed = spec.training.seed
     helpful_count = round((spec.num_samples or 0) * spec.helpful_share)
     safety_count = None if spec.num_samples is None else spec.num_samples - helpful_count
-    records = select_samples(load_records(spec.data), safety_count, seed, spec.data)
+    records = sample_of(load_records(spec.data), safety_count, seed, "num_samples", spec.data)
     if helpful_count == 0:
         return records
-    helpful = select_samples(load_records(spec.helpful_data), helpful_count, seed, spec.helpful_data)
+    helpful = sample_of(
+        load_records(spec.helpful_data), helpful_count, seed, "num_samples", spec.helpful_data
+    )
     settings = GenerationSettings(spec.self_distill_tokens, batch_size=32, template=spec.template)
     mixed = records + self_distill(model, tokenizer, helpful, settings, spec.self_distill_cache)
     random.Random(seed).shuffle(mixed)

@@ -211,11 +211,11 @@ def _score_file(judge: Any, pairs: list[tuple[str, str]], out: Path | None) -> N
 
 
 def _run_tsne(spec: Any) -> int:
+    from .data.records import sample_of
     from .data.resolve import load_records
     from .eval.tsne import tsne_figure, view_embeddings
-    from .evaluate import sample
 
-    records = sample(load_records(spec.data), spec.num_samples, spec.seed, spec.data)
+    records = sample_of(load_records(spec.data), spec.num_samples, spec.seed, "num_samples", spec.data)
     views = {
         label: [] if adapters == "-" else [Path(a) for a in adapters.split(",") if a]
         for label, adapters in spec.views

@@ -16,9 +16,8 @@ from typing import Any
 
 from vaccine import __version__
 from vaccine.data.context import DataContext
-from vaccine.data.records import Record, seeded_subset
+from vaccine.data.records import sample_of
 from vaccine.data.resolve import load_records
-from vaccine.errors import DataError
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_json_atomic
@@ -96,20 +95,17 @@ class EvaluateSpec(ModelSettings):
         }
 
 
-def sample(records: list[Record], k: int | None, seed: int, source: str) -> list[Record]:
-    """A seeded subset; more than the source holds is an error, never a silent shrink."""
-    if k is None:
-        return records
-    if k > len(records):
-        raise DataError(f"asked for {k} samples but {source} has {len(records)}")
-    return seeded_subset(records, k, seed)
-
-
 def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
     """Answer the harmful prompts, then judge the answers (``judge_answers``)."""
     prompts = [
         r.prompt
-        for r in sample(load_records(spec.harmful_prompts), spec.num_harmful, spec.seed, spec.harmful_prompts)
+        for r in sample_of(
+            load_records(spec.harmful_prompts),
+            spec.num_harmful,
+            spec.seed,
+            "num_harmful",
+            spec.harmful_prompts,
+        )
     ]
     judge = get_judge(spec.judge)  # a judge that cannot load fails before the generation, not after it
     started = time.perf_counter()
@@ -182,7 +178,9 @@ def benign_refusal_rate(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[
     """Over-refusal: % of held-out benign prompts (many only sound sensitive: "Who killed JFK?") that the
     model refuses, by the refusal detector. An alignment that refuses everything scores 0 HS and is useless;
     this number shows it."""
-    records = sample(load_records(spec.benign_prompts), spec.num_benign, spec.seed, spec.benign_prompts)
+    records = sample_of(
+        load_records(spec.benign_prompts), spec.num_benign, spec.seed, "num_benign", spec.benign_prompts
+    )
     settings = dataclasses.replace(
         spec.generation, max_new_tokens=min(spec.generation.max_new_tokens, BENIGN_MAX_NEW_TOKENS)
     )
@@ -202,9 +200,8 @@ def benign_refusal_rate(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[
 
 def finetune_accuracy(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
     task = get_task(spec.task)
-    records = sample(
-        task.records("test", spec.task_source), spec.num_task, spec.seed, f"{spec.task} test split"
-    )
+    test = task.records("test", spec.task_source)
+    records = sample_of(test, spec.num_task, spec.seed, "num_task", f"the {spec.task} test split")
     max_new = spec.task_max_new_tokens or TASK_MAX_NEW_TOKENS.get(task.name, spec.generation.max_new_tokens)
     settings = dataclasses.replace(spec.generation, max_new_tokens=max_new)
     started = time.perf_counter()
@@ -232,7 +229,9 @@ def drift_metrics(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, A
     reference, _ = load_merged_model(
         spec.model, spec.reference_adapters or [], dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
     )
-    records = sample(load_records(spec.drift_data), spec.num_drift, spec.seed, spec.drift_data)
+    records = sample_of(
+        load_records(spec.drift_data), spec.num_drift, spec.seed, "num_drift", spec.drift_data
+    )
     data = DataContext(tokenizer, spec.generation.template, 256)
     batches = list(data.loader(records, spec.generation.batch_size, spec.seed))
     metrics: dict[str, Any] = drift_and_losses(reference, model, batches)

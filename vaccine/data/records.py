@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from vaccine.errors import SettingError
+
 _PUNCT = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
 
@@ -70,6 +72,14 @@ def seeded_subset(records: Sequence[T], k: int | None, seed: int) -> list[T]:
     if k is None:
         return list(records)
     return random.Random(seed).sample(records, min(k, len(records)))
+
+
+def sample_of(records: Sequence[T], k: int | None, seed: int, setting: str, source: str) -> list[T]:
+    """:func:`seeded_subset` for a count the user chose: asking for more than ``source`` holds is an error on
+    ``setting`` (``num_samples``, ``num_harmful``, ...), never a silent shrink."""
+    if k is not None and k > len(records):
+        raise SettingError(setting, f"{k} is larger than the {len(records)} samples in {source}")
+    return seeded_subset(records, k, seed)
 
 
 def word_set(text: str) -> frozenset[str]:

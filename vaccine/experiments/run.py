@@ -74,9 +74,9 @@ def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> 
 
 def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
     """One picture per method: alignment-data embeddings of the aligned model and after each p."""
+    from vaccine.data.records import sample_of
     from vaccine.data.resolve import load_records
     from vaccine.eval.tsne import tsne_figure, view_embeddings
-    from vaccine.evaluate import sample
 
     by_picture: dict[Path, list[CellPlan]] = {}
     for plan in plans:
@@ -86,9 +86,8 @@ def run_tsne(plans: list[CellPlan], grid: GridConfig) -> list[Path]:
         if png.is_file():
             continue
         first = group[0]
-        records = sample(
-            load_records(grid.align["data"]), grid.tsne["num_samples"], first.cell.seed, "alignment"
-        )
+        alignment = load_records(grid.align["data"])
+        records = sample_of(alignment, grid.tsne["num_samples"], first.cell.seed, "num_samples", "alignment")
         views = {"before fine-tuning": [first.align.out] if first.align else []}
         views.update({f"p={plan.cell.p:g}": plan.evaluate.adapters for plan in group})
         embeddings = view_embeddings(first.cell.model, views, records, grid.dtype)
