@@ -12,10 +12,10 @@ import resource
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vaccine.answer_loss import answer_token_loss, output_layer
 from vaccine.errors import ConfigError
@@ -49,8 +49,14 @@ class MeteredTrainer(Trainer):
     full logits of the training forward (the KL defense does).
     """
 
+    # A subclass that reads its own knobs from ``args`` names their config class; a plain
+    # ``TrainingArguments`` there would fail later with an AttributeError, so it fails here instead.
+    config_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+
     def __init__(self, *args: Any, answer_only_logits: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not isinstance(self.args, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__} as `args`")
         self._check_fsdp_setup()
         self.answer_only_logits = answer_only_logits
         self._window: dict[str, float] = defaultdict(float)

@@ -33,11 +33,7 @@ class BoosterTrainer(PairedTrainer):
     """
 
     args: BoosterConfig
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, BoosterConfig):
-            raise TypeError("BoosterTrainer needs a BoosterConfig as `args`")
+    config_class = BoosterConfig
 
     def compute_loss(
         self,

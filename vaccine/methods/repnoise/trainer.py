@@ -27,11 +27,7 @@ class RepNoiseTrainer(PairedTrainer):
     """
 
     args: RepNoiseConfig
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.args, RepNoiseConfig):
-            raise TypeError("RepNoiseTrainer needs a RepNoiseConfig as `args`")
+    config_class = RepNoiseConfig
 
     def compute_loss(
         self,

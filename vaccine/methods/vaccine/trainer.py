@@ -48,11 +48,10 @@ class VaccineTrainer(MeteredTrainer):
     """
 
     args: VaccineConfig
+    config_class = VaccineConfig
 
     def __init__(self, *args: Any, probe_batches: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(self.args, VaccineConfig):
-            raise TypeError("VaccineTrainer needs a VaccineConfig as `args`")
         if self.args.layers_per_step > 0 and not probe_batches:
             raise ValueError("layers_per_step > 0 (T-Vaccine) needs probe_batches of harmful data")
         self.probe_batches = probe_batches or []
