@@ -24,7 +24,7 @@ from vaccine.io import write_json_atomic
 from vaccine.judges import Judge, check_judge_spec, get_judge, judge_version
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL, is_refusal
 from vaccine.run_folders import load_merged_model
-from vaccine.settings import ModelSettings, require, same_as, setting
+from vaccine.settings import ModelSettings, TrainingSettings, require, same_as, setting
 from vaccine.stats import share_with_interval
 from vaccine.tasks import get_task
 
@@ -68,6 +68,11 @@ class EvaluateSpec(ModelSettings):
     )
     drift_data: str = setting("alignment", "the alignment data drift is measured on")
     num_drift: int = setting(32, "alignment samples for drift")
+    drift_max_length: int = same_as(
+        TrainingSettings,
+        "max_length",
+        help="tokens per alignment sample for drift: the alignment's max_length",
+    )
     seed: int = setting(42, "seeds every sample of prompts")
 
     def __post_init__(self) -> None:
@@ -232,7 +237,7 @@ def drift_metrics(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, A
     records = sample_of(
         load_records(spec.drift_data), spec.num_drift, spec.seed, "num_drift", spec.drift_data
     )
-    data = DataContext(tokenizer, spec.generation.template, 256)
+    data = DataContext(tokenizer, spec.generation.template, spec.drift_max_length)
     batches = list(data.loader(records, spec.generation.batch_size, spec.seed))
     metrics: dict[str, Any] = drift_and_losses(reference, model, batches)
     return {**metrics, "timings": {"drift_s": time.perf_counter() - started}}

@@ -172,6 +172,7 @@ def _evaluate_plan(
         task=cell.task,
         task_source=grid.finetune["task_source"],
         reference_adapters=[aligned] if aligned else [],
+        drift_max_length=grid.align["max_length"],  # drift on alignment samples cut as the alignment cut them
         seed=cell.seed,
         template=grid.template,
         dtype=grid.dtype,
