@@ -86,8 +86,7 @@ class FinetuneTrainer(MeteredTrainer):
         super().__init__(*args, **kwargs)
         self.defense = defense
         if context is None and type(self.defense).setup is not FinetuneDefense.setup:
-            name = getattr(self.defense, "name", type(self.defense).__name__)
-            raise ValueError(f"the {name} defense needs a FinetuneContext")
+            raise ValueError(f"the {self.defense.name} defense needs a FinetuneContext")
         if context is not None:
             self.defense.setup(self, context)
 
