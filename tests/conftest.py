@@ -24,6 +24,22 @@ from transformers import (
 VOCAB = 128
 
 
+def quiet_args(output_dir, **overrides) -> dict:
+    """``TrainingArguments`` fields for a short, seeded, silent CPU run without checkpoints."""
+    base = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        data_seed=0,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    return {**base, **overrides}
+
+
 def write_jsonl(path, rows: list[dict]):
     """Write rows as a JSONL fixture file and return its path."""
     import json

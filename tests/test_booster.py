@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tiny_model, make_tiny_tokenizer, write_jsonl
+from conftest import make_tiny_model, make_tiny_tokenizer, quiet_args, write_jsonl
 from torch.func import functional_call
 from transformers import Trainer, TrainingArguments
 
@@ -37,19 +37,7 @@ def paired_data():
 
 
 def booster(model, tmp_path, steps=1, **knobs) -> BoosterTrainer:
-    args = BoosterConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        max_steps=steps,
-        learning_rate=1e-2,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        use_cpu=True,
-        **knobs,
-    )
+    args = BoosterConfig(**quiet_args(tmp_path, max_steps=steps), **knobs)
     collator = PairedCollator(make_tiny_tokenizer())
     return BoosterTrainer(model=model, args=args, train_dataset=paired_data(), data_collator=collator)
 
@@ -100,18 +88,7 @@ def test_lam_zero_is_sft_bit_for_bit(tmp_path):
     harmless = [Record(p, SAFE, "test", "safe") for p in PROMPTS]
     plain = Trainer(
         model=model,
-        args=TrainingArguments(
-            output_dir=str(tmp_path / "s"),
-            per_device_train_batch_size=4,
-            max_steps=3,
-            learning_rate=1e-2,
-            save_strategy="no",
-            report_to=[],
-            seed=0,
-            data_seed=0,
-            disable_tqdm=True,
-            use_cpu=True,
-        ),
+        args=TrainingArguments(**quiet_args(tmp_path / "s", max_steps=3)),
         train_dataset=CompletionDataset(harmless, make_tiny_tokenizer(), max_length=64),
         data_collator=CompletionCollator(make_tiny_tokenizer()),
     )
