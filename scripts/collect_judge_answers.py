@@ -21,7 +21,7 @@ from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.experiments.grid import load_grid
 from vaccine.experiments.stages import plan_cell
 from vaccine.io import write_text_atomic
-from vaccine.stage_io import load_merged_model
+from vaccine.run_folders import load_merged_model
 
 
 def states(grid_path: str) -> dict[str, list[Path]]:

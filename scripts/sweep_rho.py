@@ -39,10 +39,22 @@ def main() -> None:
     args = parser.parse_args()
     sizes = {"num_task": args.num_task, "num_benign": args.num_benign}
     strength = {"lr": args.attack_lr, "p": args.p, "n": args.n, "epochs": args.epochs}
-    aligned = {"SFT": args.sft}
+    rows = {}
+
+    def measure(name: str, folder: Path) -> None:
+        """The aligned model before the attack, then attacked: one rho's rows, as soon as they exist."""
+        before, after = f"{name}, before the attack", f"{name}, attacked at p {args.p:g}"
+        rows[before] = evaluate(folder / "eval.json", [folder], **sizes)
+        progress(before, rows[before], METRICS)
+        attacked = attack(args.out / f"attack-{folder.name}", folder, **strength)
+        rows[after] = evaluate(attacked / "eval.json", [folder, attacked], **sizes)
+        progress(after, rows[after], METRICS)
+        report(args.out, rows, METRICS)
+
+    measure("SFT", args.sft)
     for rho in (float(r) for r in args.rhos.split(",")):
         folder = args.out / f"vaccine-rho{rho:g}"
-        aligned[f"Vaccine rho {rho:g}"] = align(
+        align(
             folder,
             method="vaccine",
             data=args.data,
@@ -53,15 +65,7 @@ def main() -> None:
             lora_r=args.lora_r,
             rho=rho,
         )
-    rows = {}
-    for name, folder in aligned.items():
-        before, after = f"{name}, before the attack", f"{name}, attacked at p {args.p:g}"
-        rows[before] = evaluate(folder / "eval.json", [folder], **sizes)
-        progress(before, rows[before], METRICS)
-        attacked = attack(args.out / f"attack-{folder.name}", folder, **strength)
-        rows[after] = evaluate(attacked / "eval.json", [folder, attacked], **sizes)
-        progress(after, rows[after], METRICS)
-    report(args.out, rows, METRICS)
+        measure(f"Vaccine rho {rho:g}", folder)
 
 
 if __name__ == "__main__":
