@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_tiny_model, make_tiny_tokenizer
+from conftest import make_tiny_model, make_tiny_tokenizer, quiet_args
 from peft import LoraConfig, get_peft_model
 
 from vaccine.answer_loss import IGNORE_INDEX
@@ -68,17 +68,13 @@ def train(tmp_path, *, arch="llama", lora=False, steps=3, learning_rate=1e-2, mo
             model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
         )
     args = RepNoiseConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=3,
-        max_steps=steps,
-        learning_rate=learning_rate,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        use_cpu=True,
+        **quiet_args(
+            tmp_path,
+            per_device_train_batch_size=3,
+            max_steps=steps,
+            learning_rate=learning_rate,
+            logging_steps=1,
+        ),
         **config,
     )
     collator = PairedCollator(make_tiny_tokenizer())

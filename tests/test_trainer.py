@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, quiet_args
 from peft import LoraConfig, get_peft_model
 from transformers import Trainer, TrainingArguments
 
@@ -69,19 +69,13 @@ def train(
         model = get_peft_model(
             model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
         )
-    common = dict(
-        output_dir=str(tmp_path),
+    common = quiet_args(
+        tmp_path,
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=accumulation,
         max_steps=steps,
         learning_rate=learning_rate,
         logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=0,
-        data_seed=0,
-        disable_tqdm=True,
-        use_cpu=True,
         **extra,
     )
     args = (
