@@ -16,6 +16,7 @@ from vaccine.evaluate import EvaluateSpec
 from vaccine.experiments.grid import SECTIONS, ReportSettings, TsneSettings, parse_grid
 from vaccine.finetune import FinetuneSpec
 from vaccine.lora import LoraSettings
+from vaccine.posthoc import PosthocSpec
 from vaccine.settings import ModelSettings, add_flags, from_flags, setting
 
 
@@ -73,6 +74,7 @@ def test_every_flag_is_one_field_with_its_default(command):
 SECTION_SPECS = {
     "align": AlignSpec,
     "finetune": FinetuneSpec,
+    "posthoc": PosthocSpec,
     "evaluate": EvaluateSpec,
     "lora": LoraSettings,
     "tsne": TsneSettings,

@@ -59,6 +59,13 @@ def _run_finetune(spec: Any) -> int:
     return 0
 
 
+def _run_posthoc(spec: Any) -> int:
+    from .posthoc import run_posthoc
+
+    _print_summary(run_posthoc(spec))
+    return 0
+
+
 def _run_evaluate(spec: Any) -> int:
     from .evaluate import run_evaluate
 
@@ -91,6 +98,17 @@ def _add_stages(sub: argparse._SubParsersAction, command: str | None) -> None:
         help="the attack: fine-tune on a benign task mixed with harmful data",
         description="Fine-tuning-as-a-service: n samples of --task of which floor(p*n) are "
         "harmful. Without --aligned the base model is attacked (Non-aligned).",
+    )
+    _add_stage(
+        sub,
+        "posthoc",
+        "vaccine.posthoc:PosthocSpec",
+        _run_posthoc,
+        command,
+        help="repair a fine-tuned model after the attack (safety fine-tune, Antidote)",
+        description="Post-hoc stage: --attacked lists the fine-tuned model's adapters in merge order. "
+        "Writes adapter/, config.json and summary.json (its 'adapters': the repaired model, to pass to "
+        "'vaccine evaluate --adapter' in order).",
     )
     _add_stage(
         sub,

@@ -12,14 +12,69 @@ data and a second alignment does not generate them again.
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaccine.data.records import Record
+from vaccine.data.records import Record, sample_of
+from vaccine.data.resolve import load_records
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_text_atomic
+from vaccine.settings import require, setting
 
 CACHE_FILE = "self_distilled.jsonl"
+
+
+@dataclass(kw_only=True)
+class AlignmentMix:
+    """Which safety pairs a stage trains on, and how many self-distilled helpful pairs join them: the
+    alignment stage's data, and the post-hoc safety fine-tune's."""
+
+    data: str = setting("alignment", "safety data: a built-in split, a local .json/.jsonl/.csv, or hf:ID")
+    num_samples: int | None = setting(None, "a seeded random subset of the data (default: all of it)")
+    helpful_data: str | None = setting(
+        None, "benign prompts mixed into the alignment data (e.g. 'benign'); the model answers them itself"
+    )
+    helpful_share: float = setting(0.0, "share of num_samples that is helpful")
+    self_distill_tokens: int = setting(96, "length of the self-distilled answers")
+
+    def __post_init__(self) -> None:
+        require(
+            self.num_samples is None or self.num_samples >= 1,
+            "num_samples",
+            f"must be >= 1; got {self.num_samples}",
+        )
+        require(
+            0.0 <= self.helpful_share < 1.0, "helpful_share", f"must be in [0, 1); got {self.helpful_share}"
+        )
+        require(
+            self.helpful_share == 0 or (self.helpful_data is not None and self.num_samples is not None),
+            "helpful_share",
+            "> 0 needs helpful_data and num_samples",
+        )
+        require(
+            self.self_distill_tokens >= 1,
+            "self_distill_tokens",
+            f"must be >= 1; got {self.self_distill_tokens}",
+        )
+
+
+def alignment_records(
+    mix: AlignmentMix, model: Any, tokenizer: Any, *, template: str, seed: int, cache: Path
+) -> list[Record]:
+    """The safety pairs, plus (with ``helpful_share``) benign prompts answered by ``model`` itself,
+    shuffled together: round(num_samples * helpful_share) helpful pairs, the rest safety pairs."""
+    helpful_count = round((mix.num_samples or 0) * mix.helpful_share)
+    safety_count = None if mix.num_samples is None else mix.num_samples - helpful_count
+    records = sample_of(load_records(mix.data), safety_count, seed, "num_samples", mix.data)
+    if helpful_count == 0:
+        return records
+    helpful = sample_of(load_records(mix.helpful_data), helpful_count, seed, "num_samples", mix.helpful_data)
+    settings = GenerationSettings(mix.self_distill_tokens, batch_size=32, template=template)
+    mixed = records + self_distill(model, tokenizer, helpful, settings, cache)
+    random.Random(seed).shuffle(mixed)
+    return mixed
 
 
 def self_distill(

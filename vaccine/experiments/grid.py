@@ -23,6 +23,7 @@ from vaccine.eval.tsne import TsneSpec
 from vaccine.evaluate import EvaluateSpec
 from vaccine.finetune import FinetuneSpec
 from vaccine.lora import LoraSettings
+from vaccine.posthoc import PosthocSpec
 from vaccine.settings import ModelSettings, same_as, setting
 
 # Each YAML section holds some fields of one stage spec, with that field's default (one source of truth);
@@ -60,6 +61,7 @@ EVALUATE_KEYS = (
     "benign_prompts",
     "num_benign",
 )
+POSTHOC_KEYS = TRAINING_KEYS  # the safety fine-tune's; a method's own knobs sit in methods[..].posthoc
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
@@ -98,6 +100,7 @@ def align_defaults() -> dict[str, Any]:
 SECTIONS: dict[str, Any] = {
     "align": align_defaults,
     "finetune": lambda: section_defaults(FinetuneSpec, FINETUNE_KEYS),
+    "posthoc": lambda: section_defaults(PosthocSpec, POSTHOC_KEYS),
     "evaluate": lambda: section_defaults(EvaluateSpec, EVALUATE_KEYS),
     "lora": lambda: section_defaults(LoraSettings, LORA_KEYS),
     "tsne": lambda: section_defaults(TsneSettings),
@@ -114,6 +117,7 @@ TOP_KEYS = {
     "methods",
     "align",
     "finetune",
+    "posthoc",
     "evaluate",
     "lora",
     "tsne",
@@ -121,7 +125,7 @@ TOP_KEYS = {
     "template",
     "dtype",
 }
-METHOD_KEYS = {"label", "align", "finetune"}
+METHOD_KEYS = {"label", "align", "finetune", "posthoc"}
 
 
 def key_settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -139,11 +143,13 @@ def stable_hash(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """One line of the table: an alignment method (or none: Non-aligned) and a fine-tune-stage defense."""
+    """One line of the table: an alignment method (or none: Non-aligned), a fine-tune-stage defense and
+    (optionally) a post-hoc repair of the fine-tuned model."""
 
     label: str
     align: dict[str, Any] | None  # {"method": "vaccine", "rho": 2.0, ...}; None = Non-aligned
     finetune: dict[str, Any]  # {"defense": "none", ...knobs}
+    posthoc: dict[str, Any] | None = None  # {"method": "antidote", "ratio": 0.1}; None = served as fine-tuned
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,7 @@ class GridConfig:
     methods: list[MethodConfig]
     align: dict[str, Any] = field(default_factory=SECTIONS["align"])
     finetune: dict[str, Any] = field(default_factory=SECTIONS["finetune"])
+    posthoc: dict[str, Any] = field(default_factory=SECTIONS["posthoc"])
     evaluate: dict[str, Any] = field(default_factory=SECTIONS["evaluate"])
     lora: dict[str, Any] = field(default_factory=SECTIONS["lora"])
     tsne: dict[str, Any] = field(default_factory=SECTIONS["tsne"])
@@ -218,9 +225,13 @@ def _method(raw: Any, index: int, source: str) -> MethodConfig:
     align = raw.get("align")
     if align is not None and (not isinstance(align, dict) or "method" not in align):
         raise ConfigError(f"{where}.align: needs 'method' (sft, vaccine, repnoise), or null for Non-aligned")
+    posthoc = raw.get("posthoc")
+    if posthoc is not None and (not isinstance(posthoc, dict) or "method" not in posthoc):
+        raise ConfigError(f"{where}.posthoc: needs 'method' (safety-finetune, antidote), or null for none")
     finetune = dict(raw.get("finetune") or {})
     finetune.setdefault("defense", "none")
-    return MethodConfig(str(raw["label"]), dict(align) if align else None, finetune)
+    repair = dict(posthoc) if posthoc else None
+    return MethodConfig(str(raw["label"]), dict(align) if align else None, finetune, repair)
 
 
 def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:

@@ -29,7 +29,13 @@ from vaccine.judges.kinds import COMPLIANCE
 
 MISSING = "—"
 INCOMPLETE = "†"
-COST_FIELDS = ("align_step_time_s", "align_peak_memory_mb", "finetune_step_time_s", "finetune_peak_memory_mb")
+COST_FIELDS = (
+    "align_step_time_s",
+    "align_peak_memory_mb",
+    "finetune_step_time_s",
+    "finetune_peak_memory_mb",
+    "posthoc_time_s",
+)
 Group = tuple[str, str, int]  # (model, task, n)
 
 
@@ -222,10 +228,13 @@ def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool
 
 
 def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> Table:
-    """Step time and peak memory per stage, with step time relative to SFT where an SFT row exists."""
+    """Step time and peak memory per stage, with step time relative to SFT where an SFT row exists, and the
+    wall time of a post-hoc repair where a method has one (the provider pays it for every fine-tune)."""
     sft = costs.get("SFT", {})
     header = ["method", "align step (s)", "align ×SFT", "align peak mem (MB)"]
     header += ["finetune step (s)", "finetune ×SFT", "finetune peak mem (MB)"]
+    repairs = any(costs[label].get("posthoc_time_s") is not None for label in labels if label in costs)
+    header += ["post-hoc repair (s)"] if repairs else []
     rows = []
     for label in (lab for lab in labels if lab in costs):
         c, line = costs[label], [TableCell(label)]
@@ -235,6 +244,9 @@ def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> 
             line.append(TableCell(f"{time / base:.2f}×" if time is not None and base else MISSING))
             memory = c[f"{stage}_peak_memory_mb"]
             line.append(TableCell(MISSING if memory is None else f"{memory:.0f}"))
+        if repairs:
+            repair = c.get("posthoc_time_s")
+            line.append(TableCell(MISSING if repair is None else f"{repair:.3g}"))
         rows.append(line)
     return Table(header, rows)
 

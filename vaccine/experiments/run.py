@@ -1,4 +1,4 @@
-"""`vaccine run CONFIG.yaml`: every cell of a grid through align -> finetune -> evaluate -> the store.
+"""`vaccine run CONFIG.yaml`: each grid cell through align -> finetune -> (posthoc) -> evaluate -> the store.
 
 Plans (and so validates) every cell before any compute; then runs what is missing, in an order that lets
 one alignment serve all the fine-tunes that need it. A cell whose evaluation is in the store is skipped, so
@@ -25,6 +25,7 @@ from vaccine.experiments.stages import CellPlan, build_row, earlier_answers, is_
 from vaccine.experiments.store import ResultStore
 from vaccine.finetune import run_finetune
 from vaccine.info import collect_info
+from vaccine.posthoc import run_posthoc
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ def run_cell(plan: CellPlan, bar: tqdm, out: Path, versions: dict[str, Any]) -> 
     if not is_done(plan.finetune.out):
         with _stage(bar, out, label, "finetune"):
             run_finetune(plan.finetune)
+    if plan.posthoc is not None and not is_done(plan.posthoc.out):
+        with _stage(bar, out, label, "posthoc"):
+            run_posthoc(plan.posthoc)
     earlier = earlier_answers(plan)
     if plan.evaluate.out.is_file():
         result = json.loads(plan.evaluate.out.read_text(encoding="utf-8"))

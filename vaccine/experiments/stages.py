@@ -1,4 +1,4 @@
-"""Cached, resumable stages: align -> finetune -> evaluate, keyed by a hash of their inputs.
+"""Cached, resumable stages: align -> finetune -> (posthoc) -> evaluate, keyed by a hash of their inputs.
 
 A stage's folder name holds its key, so different inputs never share a folder and equal inputs always do:
 one alignment serves every fine-tune that needs it, and a second run of a grid finds every stage done
@@ -22,6 +22,7 @@ from vaccine.evaluate import EvaluateSpec
 from vaccine.experiments.grid import Cell, GridConfig, key_settings, stable_hash
 from vaccine.finetune import FinetuneSpec
 from vaccine.judges import judge_version
+from vaccine.posthoc import PosthocSpec
 from vaccine.settings import LoraFields
 
 
@@ -31,7 +32,7 @@ def slug(text: str) -> str:
 
 @dataclass
 class CellPlan:
-    """The three stage specs of one grid cell, with their cache keys."""
+    """The stage specs of one grid cell, with their cache keys (no post-hoc stage: ``posthoc`` is None)."""
 
     cell: Cell
     align_key: str | None
@@ -40,6 +41,8 @@ class CellPlan:
     finetune: FinetuneSpec
     eval_key: str
     evaluate: EvaluateSpec
+    posthoc_key: str | None = None
+    posthoc: PosthocSpec | None = None
 
     @property
     def tsne_png(self) -> Path:
@@ -87,6 +90,17 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
     return key, spec
 
 
+def attack_label(grid: GridConfig, cell: Cell) -> str:
+    """Whose attack a cell's fine-tune is: a method with a post-hoc repair shares the fine-tune (and its
+    folder) of the grid's first method with the same alignment and defense ("SFT + Antidote" repairs SFT's
+    attacked model), so the attack runs once however many repairs follow it."""
+    method = cell.method
+    if method.posthoc is None:
+        return method.label
+    same = [m for m in grid.methods if (m.align, m.finetune) == (method.align, method.finetune)]
+    return min(same, key=lambda m: m.posthoc is not None).label
+
+
 def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned: Path | None):
     settings = grid.finetune
     inputs = [
@@ -103,7 +117,7 @@ def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned:
         grid.dtype,
     ]
     key = stable_hash(inputs)
-    out = grid.out / "finetune" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}"
+    out = grid.out / "finetune" / f"{slug(attack_label(grid, cell))}-p{cell.p:g}-{key}"
     spec = FinetuneSpec(
         **settings,
         **LoraFields.lora_fields(grid.lora),
@@ -115,6 +129,29 @@ def _finetune_plan(grid: GridConfig, cell: Cell, align_key: str | None, aligned:
         task=cell.task,
         p=cell.p,
         n=cell.n,
+        template=grid.template,
+        dtype=grid.dtype,
+        seed=cell.seed,
+    )
+    return key, spec
+
+
+def _posthoc_plan(
+    grid: GridConfig, cell: Cell, finetune_key: str, attacked: list[Path]
+) -> tuple[str | None, PosthocSpec | None]:
+    """The repair of the fine-tuned model (``attacked``: its adapters in merge order), if the method asks."""
+    if cell.method.posthoc is None:
+        return None, None
+    repair = cell.method.posthoc
+    key = stable_hash([finetune_key, repair, grid.posthoc, grid.lora, grid.template, grid.dtype, cell.seed])
+    spec = PosthocSpec(
+        **grid.posthoc,
+        **LoraFields.lora_fields(grid.lora),
+        method=cell.method.posthoc["method"],
+        method_args={k: v for k, v in cell.method.posthoc.items() if k != "method"},
+        attacked=attacked,
+        out=grid.out / "posthoc" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}",
+        model=cell.model,
         template=grid.template,
         dtype=grid.dtype,
         seed=cell.seed,
@@ -136,7 +173,7 @@ def yaml_names(grid: GridConfig, section: str, cell: Cell) -> Iterator[None]:
         if name in TOP_LEVEL or name == "dtype":
             path = TOP_LEVEL.get(name, name)
         elif name in ("method", "method_args", "defense", "defense_args"):
-            stage = "align" if name.startswith("method") else "finetune"
+            stage = "finetune" if name.startswith("defense") else section
             path = f"methods[{cell.method.label}].{stage}.{name.removesuffix('_args')}"
         elif name.startswith("lora_"):
             path = f"lora.{name.removeprefix('lora_')}"
@@ -152,23 +189,29 @@ def plan_cell(grid: GridConfig, cell: Cell) -> CellPlan:
     aligned = align.out if align else None
     with yaml_names(grid, "finetune", cell):
         finetune_key, finetune = _finetune_plan(grid, cell, align_key, aligned)
-    answers_key = stable_hash([finetune_key, {k: v for k, v in grid.evaluate.items() if k != "judge"}])
+    double = aligned is not None and finetune.lora_mode == "double"
+    served = [aligned, finetune.out] if double else [finetune.out]  # Double-LoRA: both merged, in order
+    with yaml_names(grid, "posthoc", cell):
+        posthoc_key, posthoc = _posthoc_plan(grid, cell, finetune_key, served)
+    if posthoc is not None:
+        served = posthoc.repaired
+    model_key = posthoc_key or finetune_key
+    answers_key = stable_hash([model_key, {k: v for k, v in grid.evaluate.items() if k != "judge"}])
     eval_key = f"{answers_key}-j{stable_hash(judge_version(grid.evaluate['judge']))[:8]}"
     with yaml_names(grid, "evaluate", cell):
-        evaluate = _evaluate_plan(grid, cell, eval_key, aligned, finetune)
-    return CellPlan(cell, align_key, align, finetune_key, finetune, eval_key, evaluate)
+        evaluate = _evaluate_plan(grid, cell, eval_key, aligned, served)
+    return CellPlan(cell, align_key, align, finetune_key, finetune, eval_key, evaluate, posthoc_key, posthoc)
 
 
 def _evaluate_plan(
-    grid: GridConfig, cell: Cell, key: str, aligned: Path | None, finetune: FinetuneSpec
+    grid: GridConfig, cell: Cell, key: str, aligned: Path | None, served: list[Path]
 ) -> EvaluateSpec:
-    """The attacked model (Double-LoRA: both adapters merged in order), judged; drift against ``aligned``."""
-    double = aligned is not None and finetune.lora_mode == "double"
+    """The served model (``served``: its adapters merged in order), judged; drift against ``aligned``."""
     return EvaluateSpec(
         **grid.evaluate,
         out=grid.out / "eval" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}.json",
         model=cell.model,
-        adapters=[aligned, finetune.out] if double else [finetune.out],
+        adapters=served,
         task=cell.task,
         task_source=grid.finetune["task_source"],
         reference_adapters=[aligned] if aligned else [],
@@ -204,6 +247,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _summary(folder: Path) -> dict[str, Any]:
+    path = folder / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def step_cost(folder: Path | None) -> tuple[float | None, float | None]:
     """(median step time in s, peak memory in MB) from a stage's per-step log."""
     steps = [row for row in read_jsonl(folder / "log.jsonl") if "step_time" in row] if folder else []
@@ -218,6 +266,7 @@ def build_row(plan: CellPlan, result: dict[str, Any], versions: dict[str, Any]) 
     cell = plan.cell
     align_time, align_memory = step_cost(plan.align.out if plan.align else None)
     ft_time, ft_memory = step_cost(plan.finetune.out)
+    repair_time, repair_memory = step_cost(plan.posthoc.out if plan.posthoc else None)
     curves = [r for r in read_jsonl(plan.finetune.out / "drift.jsonl")]
     return {
         "key": plan.eval_key,
@@ -230,6 +279,7 @@ def build_row(plan: CellPlan, result: dict[str, Any], versions: dict[str, Any]) 
         "align_method": cell.method.align["method"] if cell.method.align else None,
         "finetune_defense": plan.finetune.defense,
         "lora_mode": plan.finetune.lora_mode,
+        "posthoc_method": plan.posthoc.method if plan.posthoc else None,
         "metrics": result["metrics"],
         "verdicts": {
             "prompts": [r["prompt"] for r in result["records"]["harmful"]],
@@ -243,11 +293,15 @@ def build_row(plan: CellPlan, result: dict[str, Any], versions: dict[str, Any]) 
             "align_peak_memory_mb": align_memory,
             "finetune_step_time_s": ft_time,
             "finetune_peak_memory_mb": ft_memory,
+            "posthoc_step_time_s": repair_time,
+            "posthoc_peak_memory_mb": repair_memory,
+            "posthoc_time_s": _summary(plan.posthoc.out).get("repair_time_s") if plan.posthoc else None,
         },
         "artifacts": {"tsne_png": str(plan.tsne_png), "eval_json": str(plan.evaluate.out)},
         "config": {
             "align": plan.align.to_dict() if plan.align else None,
             "finetune": plan.finetune.to_dict(),
+            "posthoc": plan.posthoc.to_dict() if plan.posthoc else None,
             "evaluate": result["config"],
         },
         "timings": result["timings"],
