@@ -8,7 +8,6 @@ import pytest
 import torch
 from conftest import make_tiny_model, make_tiny_tokenizer, write_jsonl
 from safetensors.torch import load_file
-from test_grid import raw_grid  # noqa: F401  (the tiny grid fixture)
 
 from vaccine.cli import main
 from vaccine.data.context import DataContext
@@ -198,7 +197,7 @@ REPAIRED = [
 ]
 
 
-def test_a_grid_plans_repairs_that_share_the_attack(raw_grid):  # noqa: F811
+def test_a_grid_plans_repairs_that_share_the_attack(raw_grid):
     grid = parse_grid({**raw_grid, "methods": REPAIRED, "posthoc": {"lr": 1e-3}}, "grid.yaml")
     plans = {(p.cell.method.label, p.cell.p): p for p in (plan_cell(grid, c) for c in grid.cells())}
     sft, antidote, safety = (plans[(label, 0.5)] for label in ("SFT", "SFT + Antidote", "SFT + safety FT"))
@@ -220,14 +219,14 @@ def test_a_grid_plans_repairs_that_share_the_attack(raw_grid):  # noqa: F811
         ({"posthoc": {"ratio": 0.1}}, "posthoc.ratio: unknown key"),
     ],
 )
-def test_bad_posthoc_grids_fail_before_any_compute(raw_grid, patch, message):  # noqa: F811
+def test_bad_posthoc_grids_fail_before_any_compute(raw_grid, patch, message):
     raw = {**raw_grid, "methods": REPAIRED, **patch}
     with pytest.raises(ConfigError, match=message):
         grid = parse_grid(raw, "grid.yaml")
         [plan_cell(grid, c) for c in grid.cells()]
 
 
-def test_a_grid_run_reports_repairs_beside_the_attacked_model(raw_grid, tmp_path):  # noqa: F811
+def test_a_grid_run_reports_repairs_beside_the_attacked_model(raw_grid, tmp_path):
     harmful = raw_grid["finetune"]["harmful"]
     methods = [
         REPAIRED[0],

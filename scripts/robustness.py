@@ -1,0 +1,127 @@
+"""Vaccine's margin over SFT against attack strength (issue 14, item 7): the evidence grid's alignments
+attacked at several fine-tuning learning rates at one p, each evaluated on the grid's reported prompts; per
+learning rate, the paired HS difference (method - reference) over seeds and prompts, as a table and a curve.
+
+Follow-up papers (Antidote, Panacea, TamperBench) report that alignment-stage defenses give way under a larger
+fine-tuning learning rate; this shows where the margin holds. The grid's alignments are reused (its stage
+folders are the cache), the attacks and evaluations land beside them, and each row is kept in
+OUT/results.sqlite, so a killed run resumes.
+
+    python scripts/robustness.py configs/evidence.yaml --lrs 1e-4,1e-3,3e-3 --p 0.1 \
+        --methods SFT,Vaccine --out docs/results/evidence/robustness
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from vaccine.experiments.comparisons import cell_stats, comparisons  # noqa: E402
+from vaccine.experiments.grid import parse_grid  # noqa: E402
+from vaccine.experiments.run import run_cell  # noqa: E402
+from vaccine.experiments.stages import plan_cell  # noqa: E402
+from vaccine.experiments.store import ResultStore  # noqa: E402
+from vaccine.info import collect_info  # noqa: E402
+from vaccine.io import write_text_atomic  # noqa: E402
+
+
+def attacked_rows(config: Path, lr: float, p: float, methods: list[str], store: ResultStore) -> list[dict]:
+    """The grid's cells of ``methods`` at ``p``, attacked at learning rate ``lr`` (computed once, then read
+    from ``store``)."""
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["p"] = [p]
+    raw["methods"] = [m for m in raw["methods"] if m["label"] in methods]
+    raw["finetune"] = {**(raw.get("finetune") or {}), "lr": lr}
+    grid = parse_grid(raw, str(config))
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]
+    versions = collect_info()["packages"]
+    rows = []
+    with tqdm(total=len(plans), desc=f"attack lr {lr:g}", unit="cell") as bar:
+        for plan in plans:
+            if not store.has(plan.eval_key):
+                store.add(run_cell(plan, bar, grid.out, versions))
+            rows.append(store.get(plan.eval_key))
+            bar.update(1)
+    return rows
+
+
+def margins(rows: list[dict[str, Any]], methods: list[str], p: float) -> dict[str, Any]:
+    """Each method's paired HS comparison with the reference (``methods[0]``) at ``p``, by method."""
+    found = comparisons(rows, methods, (methods[0],))
+    return {c.method: c.result for c in found if c.p == p}
+
+
+def margin_table(results: dict[float, list[dict[str, Any]]], methods: list[str], p: float) -> str:
+    """One line per learning rate: each method's HS with its interval, then each comparison."""
+    reference, others = methods[0], methods[1:]
+    header = ["attack lr", *(f"HS {m}" for m in methods), *(f"{m} - {reference} [95% CI]" for m in others)]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for lr, rows in sorted(results.items()):
+        hs = cell_stats(rows, "compliance")
+        found = margins(rows, methods, p)
+        cells = [hs[(m, p)].text() if (m, p) in hs else "-" for m in methods]
+        for m in others:
+            r = found.get(m)
+            cells.append(f"{r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" if r else "-")
+        lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def margin_plot(results: dict[float, list[dict[str, Any]]], methods: list[str], p: float, path: Path) -> Path:
+    """The HS difference of each method from the reference against the learning rate, with 95% intervals."""
+    reference = methods[0]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method in methods[1:]:
+        points = []
+        for lr, rows in sorted(results.items()):
+            found = [
+                c.result for c in comparisons(rows, methods, (reference,)) if c.p == p and c.method == method
+            ]
+            if found:
+                points.append((lr, found[0]))
+        xs = [lr for lr, _ in points]
+        ys = [r.difference for _, r in points]
+        errors = [[r.difference - r.low for _, r in points], [r.high - r.difference for _, r in points]]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=f"{method} - {reference}")
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("attack learning rate")
+    ax.set_ylabel(f"HS difference at p={p:g} (points)")
+    ax.set_title("Margin against attack strength (below 0: fewer harmful answers)")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path, help="the grid whose alignments are attacked")
+    parser.add_argument("--lrs", default="1e-4,1e-3,3e-3", help="comma-separated attack learning rates")
+    parser.add_argument("--p", type=float, default=0.1)
+    parser.add_argument("--methods", default="SFT,Vaccine", help="the reference first, comma-separated")
+    parser.add_argument("--out", type=Path, default=Path("runs/robustness"))
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    store = ResultStore(args.out / "results.sqlite")
+    results = {
+        float(lr): attacked_rows(args.config, float(lr), args.p, methods, store) for lr in args.lrs.split(",")
+    }
+    table = margin_table(results, methods, args.p)
+    write_text_atomic(args.out / "margin.md", table)
+    margin_plot(results, methods, args.p, args.out / "margin.png")
+    print(table, flush=True)
+
+
+if __name__ == "__main__":
+    main()
