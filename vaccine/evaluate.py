@@ -3,7 +3,9 @@
 HS = % of answers to held-out harmful prompts that the judge calls compliance; FA = % of the task's
 test answers that the task's scorer accepts. Both use batched greedy generation. The result is one JSON
 file with the metrics (each share with its 95% interval), the full config, the judge's version and measured
-error, per-prompt records and timings, written atomically.
+error, per-prompt records and timings, written atomically. Prompts may come with images (a vision-language
+model and VLGuard's test pairs): they are answered with their images, and the judges read prompt and answer
+text as for any model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from vaccine import __version__
 from vaccine.data.context import DataContext
-from vaccine.data.records import sample_of
+from vaccine.data.records import Record, sample_of
 from vaccine.data.resolve import load_records
 from vaccine.eval.drift import drift_and_losses
 from vaccine.eval.generate import GenerationSettings, generate
@@ -100,23 +102,38 @@ class EvaluateSpec(ModelSettings):
         }
 
 
-def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
-    """Answer the harmful prompts, then judge the answers (``judge_answers``)."""
-    prompts = [
-        r.prompt
-        for r in sample_of(
-            load_records(spec.harmful_prompts),
-            spec.num_harmful,
-            spec.seed,
-            "num_harmful",
-            spec.harmful_prompts,
-        )
+def _images(records: list[Record]) -> list[str | None] | None:
+    """The records' image paths for generation, or None when all of them are text (the text path)."""
+    images = [r.image for r in records]
+    return images if any(image is not None for image in images) else None
+
+
+def _with_images(rows: list[dict[str, Any]], images: list[str | None] | None) -> list[dict[str, Any]]:
+    """Per-prompt result rows with the image each prompt was asked with (image+text prompts only)."""
+    if images is None:
+        return rows
+    return [
+        {**row, "image": image} if image is not None else row for row, image in zip(rows, images, strict=True)
     ]
+
+
+def harmful_score(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
+    """Answer the harmful prompts, then judge the answers (``judge_answers``). Image+text prompts (e.g.
+    VLGuard's unsafe test pairs) are answered with their images; the judge reads prompt and answer text."""
+    records = sample_of(
+        load_records(spec.harmful_prompts),
+        spec.num_harmful,
+        spec.seed,
+        "num_harmful",
+        spec.harmful_prompts,
+    )
+    prompts, images = [r.prompt for r in records], _images(records)
     judge = get_judge(spec.judge)  # a judge that cannot load fails before the generation, not after it
     started = time.perf_counter()
-    answers = generate(model, tokenizer, prompts, spec.generation, desc="harmful prompts")
+    answers = generate(model, tokenizer, prompts, spec.generation, desc="harmful prompts", images=images)
     seconds = time.perf_counter() - started
     judged = judge_answers(prompts, answers, judge)
+    judged["records"] = _with_images(judged["records"], images)
     judged["timings"].update(
         {"hs_generation_s": seconds, "hs_answers_per_s": len(prompts) / max(seconds, 1e-9)}
     )
@@ -182,23 +199,28 @@ BENIGN_MAX_NEW_TOKENS = 32  # a refusal shows in the opening words
 def benign_refusal_rate(model: Any, tokenizer: Any, spec: EvaluateSpec) -> dict[str, Any]:
     """Over-refusal: % of held-out benign prompts (many only sound sensitive: "Who killed JFK?") that the
     model refuses, by the refusal detector. An alignment that refuses everything scores 0 HS and is useless;
-    this number shows it."""
+    this number shows it. With VLGuard's safe-safe pairs (image+text) it is the refusal rate on harmless
+    requests about harmless images that VLGuard reports beside its attack success rates."""
     records = sample_of(
         load_records(spec.benign_prompts), spec.num_benign, spec.seed, "num_benign", spec.benign_prompts
     )
     settings = dataclasses.replace(
         spec.generation, max_new_tokens=min(spec.generation.max_new_tokens, BENIGN_MAX_NEW_TOKENS)
     )
+    images = _images(records)
     started = time.perf_counter()
-    answers = generate(model, tokenizer, [r.prompt for r in records], settings, desc="benign prompts")
+    answers = generate(
+        model, tokenizer, [r.prompt for r in records], settings, desc="benign prompts", images=images
+    )
     refused = [bool(a.strip()) and is_refusal(a) for a in answers]
     share = share_with_interval(refused)
+    rows = [
+        {"prompt": r.prompt, "answer": a, "refused": x}
+        for r, a, x in zip(records, answers, refused, strict=True)
+    ]
     return {
         "metrics": {"benign_refusal_rate": share["value"], "benign_refusal_rate_ci": share["ci"]},
-        "records": [
-            {"prompt": r.prompt, "answer": a, "refused": x}
-            for r, a, x in zip(records, answers, refused, strict=True)
-        ],
+        "records": _with_images(rows, images),
         "timings": {"benign_generation_s": time.perf_counter() - started},
     }
 

@@ -2,13 +2,15 @@
 
 Defaults follow the official Vaccine code (r=8, alpha=4, dropout 0.1 on the attention and MLP projections).
 Target modules are found per model so that the same settings work on Llama-style models, GPT-2, OPT and
-GPT-NeoX without the user knowing their layer names.
+GPT-NeoX without the user knowing their layer names; in a vision-language model only its language model is
+adapted (the vision tower and the projector stay frozen).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPP
 from transformers.pytorch_utils import Conv1D
 
 from .errors import ConfigError, ModelError, SettingError
+from .vision.structure import is_inside, language_model_prefix
 
 # Attention + MLP projections of Llama-style models (Llama, Qwen2, Mistral, Gemma, SmolLM2, ...).
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -63,12 +66,15 @@ class LoraSettings:
             )
 
 
-def _linear_names(model: torch.nn.Module) -> list[str]:
-    """Leaf names of adaptable layers (Linear / GPT-2 Conv1D), output head excluded, in model order."""
+def _linear_names(model: torch.nn.Module, inside: str | None = None) -> list[str]:
+    """Leaf names of adaptable layers (Linear / GPT-2 Conv1D), output head excluded, in model order; only
+    those under the module named ``inside`` when given."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names: list[str] = []
     for qualified, module in model.named_modules():
         if module is head or not isinstance(module, (torch.nn.Linear, Conv1D)):
+            continue
+        if inside is not None and not is_inside(qualified, inside):
             continue
         leaf = qualified.rsplit(".", 1)[-1]
         if leaf not in names and leaf != "lm_head":
@@ -76,17 +82,8 @@ def _linear_names(model: torch.nn.Module) -> list[str]:
     return names
 
 
-def resolve_target_modules(model: torch.nn.Module, settings: LoraSettings) -> list[str] | str:
-    """Explicit targets are checked to exist; otherwise pick this model's attention + MLP projections."""
-    present = _linear_names(model)
-    if isinstance(settings.target_modules, str):
-        return settings.target_modules  # a regex or PEFT's "all-linear": PEFT validates it
-    if settings.target_modules is not None:
-        missing = [t for t in settings.target_modules if t not in present]
-        if missing:
-            raise ConfigError(f"lora target_modules {missing} not found in the model; it has {present}")
-        return list(settings.target_modules)
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
+def _default_targets(present: list[str], model_type: str) -> list[str]:
+    """This family's attention + MLP projections among the ``present`` layer names."""
     for candidates in (
         FAMILY_TARGETS.get(model_type, ()),
         DEFAULT_TARGETS,
@@ -98,6 +95,44 @@ def resolve_target_modules(model: torch.nn.Module, settings: LoraSettings) -> li
     if present:
         return present
     raise ModelError(f"no Linear/Conv1D layers to put LoRA on in this {model_type or 'model'}")
+
+
+def resolve_target_modules(model: torch.nn.Module, settings: LoraSettings) -> list[str] | str:
+    """Explicit targets are checked to exist; otherwise pick this model's attention + MLP projections. In a
+    vision-language model only the language model's layers count (:func:`_language_model_targets`)."""
+    language_model = language_model_prefix(model)
+    if language_model is not None:
+        return _language_model_targets(model, settings, language_model)
+    present = _linear_names(model)
+    if isinstance(settings.target_modules, str):
+        return settings.target_modules  # a regex or PEFT's "all-linear": PEFT validates it
+    if settings.target_modules is not None:
+        missing = [t for t in settings.target_modules if t not in present]
+        if missing:
+            raise ConfigError(f"lora target_modules {missing} not found in the model; it has {present}")
+        return list(settings.target_modules)
+    return _default_targets(present, getattr(getattr(model, "config", None), "model_type", ""))
+
+
+def _language_model_targets(model: torch.nn.Module, settings: LoraSettings, prefix: str) -> str:
+    """The targets of a vision-language model as a regex over full module names (PEFT full-matches a string
+    target against each module's name): the names chosen as for a text model, but only under the language
+    model ``prefix``, so the vision tower (CLIP and SigLIP name their projections q_proj ... too) and the
+    projector stay frozen. A regex the user gives is used as written."""
+    if isinstance(settings.target_modules, str):
+        return settings.target_modules
+    present = _linear_names(model, inside=prefix)
+    if settings.target_modules is not None:
+        missing = [t for t in settings.target_modules if t not in present]
+        if missing:
+            raise ConfigError(
+                f"lora target_modules {missing} not found in the language model ({prefix}); it has {present}"
+            )
+        names = list(settings.target_modules)
+    else:
+        text_config = getattr(model.config, "text_config", None) or model.config
+        names = _default_targets(present, getattr(text_config, "model_type", ""))
+    return rf"{re.escape(prefix)}\..*\.({'|'.join(re.escape(name) for name in names)})"
 
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> PeftModel:

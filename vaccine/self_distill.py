@@ -19,6 +19,7 @@ from typing import Any
 
 from vaccine.data.records import Record, sample_of
 from vaccine.data.resolve import load_records
+from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_text_atomic
 from vaccine.settings import require, setting
@@ -81,6 +82,12 @@ def self_distill(
     model: Any, tokenizer: Any, records: list[Record], settings: GenerationSettings, cache: Path
 ) -> list[Record]:
     """``records`` with each empty answer replaced by the model's greedy answer (cached in ``cache``)."""
+    unanswered_image = next((r for r in records if r.image is not None and not r.response.strip()), None)
+    if unanswered_image is not None:
+        raise DataError(
+            f"{unanswered_image.meta.get('where') or repr(unanswered_image.prompt[:60])}: a helpful prompt "
+            "with an image needs its answer in the data (self-distillation answers text prompts only)"
+        )
     missing = [r.prompt for r in records if not r.response.strip()]
     answers = _cached_answers(cache)
     todo = [p for p in dict.fromkeys(missing) if p not in answers]

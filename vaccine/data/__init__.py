@@ -2,7 +2,8 @@
 
 Layers, each importing only those below it: ``records`` (the Record type, prompt hashing, seeded subsets),
 ``files`` (user files and hub data sets), ``sources`` (the packaged assets), ``splits`` (the built-in
-splits), ``resolve`` (a data spec -> records).
+splits), ``vlguard`` (image+text records: VLGuard's layout or flat rows, local or a hub copy), ``resolve``
+(a data spec -> records).
 """
 
 from __future__ import annotations

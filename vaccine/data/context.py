@@ -6,24 +6,40 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from vaccine.data.records import Record
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset
+from vaccine.errors import DataError
+from vaccine.vision.encode import VisionCollator, VisionCompletionDataset
+from vaccine.vision.processor import is_processor
 
 
 @dataclass
 class DataContext:
-    """How records become tensors in this run (shared by the stage and its defense)."""
+    """How records become tensors in this run (shared by the stage and its defense). ``tokenizer`` is the
+    model's tokenizer, or a vision-language model's processor: then records may carry images
+    (:mod:`vaccine.vision.encode`) and text-only records go through the processor too."""
 
     tokenizer: Any
     template: str = "chat"
     max_length: int = 256
 
-    def dataset(self, records: list[Record]) -> CompletionDataset:
+    def dataset(self, records: list[Record]) -> Dataset:
+        if is_processor(self.tokenizer):
+            return VisionCompletionDataset(records, self.tokenizer, self.template, self.max_length)
+        with_image = next((r for r in records if r.image is not None), None)
+        if with_image is not None:
+            where = with_image.meta.get("where") or repr(with_image.prompt[:60])
+            raise DataError(
+                f"{where}: this record comes with an image ({with_image.image}), but the model loaded as a "
+                "text-only model; image+text data needs a vision-language model"
+            )
         return CompletionDataset(records, self.tokenizer, template=self.template, max_length=self.max_length)
 
-    def collator(self) -> CompletionCollator:
+    def collator(self) -> CompletionCollator | VisionCollator:
+        if is_processor(self.tokenizer):
+            return VisionCollator(self.tokenizer)
         return CompletionCollator(self.tokenizer)
 
     def loader(self, records: list[Record], batch_size: int, seed: int) -> DataLoader:

@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 from vaccine.data.records import Record
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset
-from vaccine.errors import DataError
+from vaccine.errors import ConfigError, DataError
+from vaccine.vision.processor import is_processor
 
 HARMFUL_PREFIX = "harmful_"
 _KEYS = ("input_ids", "attention_mask", "labels")
@@ -62,6 +63,10 @@ def build_paired_dataset(
     max_length: int = 256,
 ) -> PairedDataset:
     """Alignment records (harmful prompt -> safe answer) paired with harmful ones (-> harmful answer)."""
+    if is_processor(tokenizer):
+        raise ConfigError(
+            "RepNoise and Booster pair text examples only; on a vision-language model use sft or vaccine"
+        )
     return PairedDataset(
         CompletionDataset(harmless_records, tokenizer, template, max_length),
         CompletionDataset(harmful_records, tokenizer, template, max_length),

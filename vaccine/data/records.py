@@ -38,6 +38,9 @@ class Record:
 
     ``label`` is "harmful" (harmful answer), "safe" (safe answer or refusal to a harmful prompt), "benign"
     (ordinary task data) or a task label. ``meta`` holds provenance and never takes part in equality.
+    ``image`` is the path of the image a vision-language model sees with the prompt (VLGuard-style data),
+    None for text; it takes part in equality (one instruction asked of two images is two records) but not
+    in :func:`prompt_hash`, so splits by prompt and every text record stay as they were.
     """
 
     prompt: str
@@ -45,6 +48,7 @@ class Record:
     source: str
     label: str | None = None
     meta: dict = field(default_factory=dict, hash=False, compare=False)
+    image: str | None = None
 
 
 def normalize_text(text: str) -> str:

@@ -1,7 +1,9 @@
-"""Data specs: a built-in split name, a local file, or a hub id, with an optional '?label=' filter.
+"""Data specs: a built-in split name, a local file, or a hub id, with an optional '?label=' filter; or a
+``vlguard:`` spec of image+text records.
 
-The top of the data layer: it sees the built-in splits (``vaccine.data.splits``) and the file and hub
-loaders (``vaccine.data.files``); nothing in the data layer imports it.
+The top of the data layer: it sees the built-in splits (``vaccine.data.splits``), the file and hub loaders
+(``vaccine.data.files``) and the image+text loader (``vaccine.data.vlguard``); nothing in the data layer
+imports it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from typing import Any
 from vaccine.data.files import FILE_TYPES, load_file, load_hub
 from vaccine.data.records import Record
 from vaccine.data.splits import SPLITS
+from vaccine.data.vlguard import is_vlguard_spec, load_vlguard
 from vaccine.errors import DataError
 
 
 def load_records(spec: str, **kw: Any) -> list[Record]:
     """Resolve a data spec: a built-in split name, a local file or folder, or a hub id ('hf:ID' or
     'owner/name'). A hub id may name its split after '@' (``hf:PKU-Alignment/BeaverTails@30k_train``) and any
-    spec may keep one label with a '?label=' suffix (``...?label=safe``: BeaverTails' safe answers)."""
+    spec may keep one label with a '?label=' suffix (``...?label=safe``: BeaverTails' safe answers).
+    ``vlguard:...`` specs are image+text records (:mod:`vaccine.data.vlguard`, with options of their own)."""
+    if is_vlguard_spec(spec):
+        return load_vlguard(spec)
     spec, _, query = spec.partition("?")
     records = _load_unfiltered(spec, **kw)
     if not query:

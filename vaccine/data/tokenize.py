@@ -18,17 +18,21 @@ from vaccine.data.templates import format_prompt
 from vaccine.errors import ConfigError
 
 
+def needs_bos(tokenizer: Any, text: str) -> bool:
+    """True where the tokenizer adds a BOS token and the (templated) text did not write it already."""
+    bos = tokenizer.bos_token_id
+    if bos is None or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
+        return False
+    return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
 def _prompt_ids(tokenizer: Any, text: str) -> list[int]:
     """Prompt token ids, with BOS only where the tokenizer adds one and the template did not write it."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is None or (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
-        return ids
-    adds_bos = tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
-    return [bos] + ids if adds_bos else ids
+    return [tokenizer.bos_token_id] + ids if needs_bos(tokenizer, text) else ids
 
 
-def _truncate(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[int], list[int]]:
+def truncate(prompt: list[int], answer: list[int], max_length: int) -> tuple[list[int], list[int]]:
     """Cut the answer from its end; if the prompt alone fills the window, cut the prompt from its start
     so that at least one answer token stays labelled (an all-masked example trains nothing)."""
     if len(prompt) + len(answer) <= max_length:
@@ -45,7 +49,7 @@ def encode_record(
         raise ConfigError("the tokenizer has no eos token; training needs one to teach the model to stop")
     prompt = _prompt_ids(tokenizer, format_prompt(tokenizer, record.prompt, template, system))
     answer = tokenizer(record.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    prompt, answer = _truncate(prompt, answer, max_length)
+    prompt, answer = truncate(prompt, answer, max_length)
     ids = prompt + answer
     return {
         "input_ids": ids,

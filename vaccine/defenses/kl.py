@@ -72,7 +72,7 @@ class KL(FinetuneDefense):
 
     def penalty(self, trainer: FinetuneTrainer, model: torch.nn.Module, inputs: dict[str, Any], outputs: Any):
         peft_model = trainer.unwrap(model)
-        forward = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        forward = {k: v for k, v in inputs.items() if k != "labels"}  # a VLM's pixels too
         with torch.no_grad(), self._reference(peft_model):
             reference = peft_model(**forward).logits
         return self.lam * token_kl(reference, outputs.logits, inputs["labels"])

@@ -4,7 +4,8 @@ The official evaluation generated one prompt at a time; batching is what makes a
 hundreds of prompts affordable. Prompts are sorted by length so a batch carries little padding, and the
 answers are returned in the caller's order. Two engines give the same greedy answers: ``prefix`` (the
 default: the shared chat-template prefix computed once, finished answers dropped from the batch;
-``vaccine.eval.prefix_decode``) and ``hf`` (``transformers``' own ``generate``, the reference).
+``vaccine.eval.prefix_decode``) and ``hf`` (``transformers``' own ``generate``, the reference). A
+vision-language model answers image+text prompts through :mod:`vaccine.vision.generate`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from tqdm.auto import tqdm
 from vaccine.data.templates import format_prompt
 from vaccine.errors import SettingError
 from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
+from vaccine.vision.generate import generate_with_images
+from vaccine.vision.processor import is_processor
 
 ENGINES = ("prefix", "hf")
 
@@ -79,9 +82,15 @@ def generate(
     settings: GenerationSettings | None = None,
     *,
     desc: str = "generate",
+    images: Sequence[str | None] | None = None,
 ) -> list[str]:
-    """Greedy answers to ``prompts`` (formatted with the model's chat template), in the input order."""
+    """Greedy answers to ``prompts`` (formatted with the model's chat template), in the input order.
+
+    ``images`` gives one image path (or None) per prompt. A vision-language model (loaded with a processor)
+    answers through :mod:`vaccine.vision.generate`, with or without images; a text model as before."""
     settings = settings or GenerationSettings()
+    if images is not None or is_processor(tokenizer):
+        return generate_with_images(model, tokenizer, prompts, images, settings, desc=desc)
     texts = [format_prompt(tokenizer, p, settings.template) for p in prompts]
     if not texts:
         return []

@@ -37,13 +37,13 @@ class TsneSpec:
 def sentence_embeddings(
     model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], layer: int = -1
 ) -> np.ndarray:
-    """Mean over real tokens of one layer's hidden state (default: the last), one row per sample."""
+    """Mean over real tokens of one layer's hidden state (default: the last), one row per sample. Every model
+    input of the batch is passed (a VLM's pixels too), the labels are not."""
     model.eval()
     rows = []
     for batch in batches:
-        out = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
-        )
+        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        out = model(**inputs, output_hidden_states=True)
         hidden = out.hidden_states[layer].float()
         mask = batch["attention_mask"].unsqueeze(-1).float()
         rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))

@@ -76,9 +76,9 @@ def wanda_scores(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -
     mask: list[torch.Tensor] = []
     with input_norms(linears, mask) as norms:
         for batch in batches:
-            ids, attention = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            mask[:] = [attention.float()]
-            model(input_ids=ids, attention_mask=attention)
+            inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}  # a VLM's pixels too
+            mask[:] = [inputs["attention_mask"].float()]
+            model(**inputs)
     weights = {name: linear.weight.detach().abs().float().cpu() for name, linear in linears.items()}
     return {name: weight * norms[name] for name, weight in weights.items()}
 

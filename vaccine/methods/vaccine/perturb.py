@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vaccine.errors import ConfigError
+from vaccine.vision.structure import is_inside, language_model_prefix
 
 NormScope = Literal["batch", "sample"]
 _ATTENTION_NAME = re.compile(r"(^|_)(self_)?(attn|attention)$")
@@ -28,11 +29,16 @@ def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
     Every Hugging Face decoder keeps its blocks in one ``nn.ModuleList`` (``model.layers``, ``transformer.h``,
     ``model.decoder.layers``, ``gpt_neox.layers`` ...) whose blocks each own an attention child. Other
-    lists (MoE experts, vision towers) fail that test; among the rest the longest list wins.
+    lists (MoE experts) fail that test; among the rest the longest list wins. In a vision-language model
+    the vision tower's blocks pass the test too, and may be the longer list, so only lists inside the
+    language model count (:func:`~vaccine.vision.structure.language_model_prefix`).
     """
+    language_model = language_model_prefix(model)
     best: tuple[str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
+            continue
+        if language_model is not None and not is_inside(name, language_model):
             continue
         if len({type(block) for block in module}) != 1 or _attention_child(module[0]) is None:
             continue

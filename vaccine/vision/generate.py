@@ -1,0 +1,78 @@
+"""Batched greedy answers of a vision-language model to image+text prompts (and to text prompts).
+
+The same rules as the text path's ``hf`` engine (:mod:`vaccine.eval.generate`): prompts sorted by length into
+near-equal batches, left padding, transformers' ``generate`` with the KV cache, answers returned in the
+caller's order. Prompts are encoded exactly as training encodes them (:mod:`vaccine.vision.encode`), so the
+image placeholder and its tokens match. The text path's ``prefix`` engine does not apply: the image tokens
+sit inside the prompt, not in a shared prefix, so a VLM always generates through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from vaccine.errors import DataError
+from vaccine.vision.encode import VisionCollator, encode_vision_prompt
+from vaccine.vision.processor import is_processor
+
+if TYPE_CHECKING:
+    from vaccine.eval.generate import GenerationSettings
+
+
+@torch.no_grad()
+def generate_with_images(
+    model: torch.nn.Module,
+    processor: Any,
+    prompts: Sequence[str],
+    images: Sequence[str | None] | None,
+    settings: GenerationSettings,
+    *,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy answers to ``prompts``, each with its image path in ``images`` (None: text only)."""
+    from vaccine.eval.generate import equal_batches  # that module imports this one
+
+    images = list(images) if images is not None else [None] * len(prompts)
+    if len(images) != len(prompts):
+        raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
+    if not is_processor(processor):
+        first = next(i for i, image in enumerate(images) if image is not None)
+        raise DataError(
+            f"prompt {first} ({prompts[first][:60]!r}) comes with an image, but the model loaded as a "
+            "text-only model (a tokenizer, no image processor); use a vision-language model or text prompts"
+        )
+    if not prompts:
+        return []
+    examples = [
+        encode_vision_prompt(processor, p, image, settings.template)
+        for p, image in zip(prompts, images, strict=True)
+    ]
+    collate = VisionCollator(processor, padding_side="left")
+    tokenizer = processor.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]), reverse=True)
+    answers: list[str] = [""] * len(examples)
+    was_training = model.training
+    model.eval()
+    try:
+        batches = equal_batches(order, settings.batch_size)
+        for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
+            batch = {key: value.to(device) for key, value in collate([examples[i] for i in index]).items()}
+            output = model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=settings.max_new_tokens,
+                pad_token_id=pad_id,
+                use_cache=True,
+            )
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            for i, row in zip(index, new_tokens, strict=True):
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+    finally:
+        model.train(was_training)
+    return answers
