@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 from vaccine.errors import ConfigError
 from vaccine.experiments import stages
 from vaccine.experiments.grid import parse_grid
+from vaccine.experiments.index import index_grid
 from vaccine.experiments.report import build_report
 from vaccine.experiments.run import run_grid, stage_times_path
-from vaccine.experiments.stages import plan_cell
+from vaccine.experiments.stages import plan_cell, row_path
 from vaccine.experiments.store import ResultStore
 from vaccine.finetune import run_finetune
 
@@ -68,6 +69,11 @@ def test_the_alignment_may_have_its_own_lora_rank(raw_grid):
         ({"methods": [{"label": "A"}, {"label": "A"}]}, "unique"),
         ({"tasks": ["mmlu"]}, "mmlu"),
         ({"align": {"lora": {"rank": 64}}}, "align.lora.rank: unknown key"),
+        ({"resources": {"train": {}}}, "resources.train: unknown key"),
+        ({"resources": {"align": {"gpu": 1}}}, "resources.align.gpu: unknown key"),
+        ({"resources": {"align": {"gpus": 1.5}}}, "grid.yaml: resources.align.gpus: more than 1 GPU"),
+        ({"resources": {"finetune": {"cpus": 0}}}, "grid.yaml: resources.finetune.cpus: must be > 0"),
+        ({"resources": {"evaluate": {"gpus": 2}}}, "resources.evaluate.gpus: at most 1"),
     ],
 )
 def test_bad_grids_fail_before_any_compute(raw_grid, patch, message):
@@ -75,6 +81,34 @@ def test_bad_grids_fail_before_any_compute(raw_grid, patch, message):
     with pytest.raises(ConfigError, match=message):
         grid = parse_grid(raw, "grid.yaml")
         [plan_cell(grid, c) for c in grid.cells()]
+
+
+def test_resources_size_tasks_and_change_no_cache_key(raw_grid):
+    sized = parse_grid({**raw_grid, "resources": {"finetune": {"gpus": 4}, "evaluate": {"gpus": 0.5}}})
+    assert sized.resources["finetune"] == {"gpus": 4, "cpus": 1.0, "retries": 3}
+    assert sized.resources["align"]["gpus"] is None  # none: whatever the cluster has, 1 or 0
+    plain = parse_grid(raw_grid)
+    keys = [plan_cell(sized, c).eval_key for c in sized.cells()]
+    assert keys == [plan_cell(plain, c).eval_key for c in plain.cells()]
+
+
+def test_rows_are_files_and_the_store_is_rebuilt_from_them(raw_grid):
+    """Each evaluation leaves its row as a file; the store is an index: deleted, it is rebuilt from the
+    files, and a row file lost beside its evaluation JSON is built again from that JSON."""
+    grid = parse_grid(
+        {**raw_grid, "methods": raw_grid["methods"][:2], "p": [0.5], "tsne": {"enabled": False}}
+    )
+    result = run_grid(grid)
+    rows = {row["key"]: row for row in ResultStore(result["store"]).rows()}
+    files = sorted((grid.out / "eval").glob("*.row.json"))
+    assert len(rows) == 2 and len(files) == 2
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]
+    assert {row_path(plan.evaluate.out) for plan in plans} == set(files)
+    Path(result["store"]).unlink()
+    files[0].unlink()
+    rebuilt = index_grid(grid, plans, versions=rows[plans[0].eval_key]["versions"])
+    assert {row["key"]: row for row in rebuilt.rows()} == rows and files[0].is_file()
+    assert run_grid(grid)["computed"] == 0
 
 
 def test_a_second_run_computes_nothing_and_the_store_has_every_cell(raw_grid):

@@ -163,3 +163,61 @@ def test_unopenable_path_names_it(tmp_path):
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(VaccineError, match="dir.db"):
         ResultStore(tmp_path / "dir.db")
+
+
+def test_replace_all_makes_the_store_exactly_the_rows_in_one_transaction(tmp_path):
+    store = ResultStore(tmp_path / "r.db")
+    store.add(make_row("stale"))
+    assert store.index_version == 0  # written row by row
+    store.replace_all([make_row("a"), make_row("b", label="EWC")], version=1)
+    assert sorted(r["key"] for r in store.rows()) == ["a", "b"] and store.index_version == 1
+    with pytest.raises(ConfigError, match="'p'"):  # one bad row: the previous index stays whole
+        store.replace_all([make_row("c"), make_row("d", p=2.0)])
+    assert sorted(r["key"] for r in ResultStore(tmp_path / "r.db").rows()) == ["a", "b"]
+
+
+def write_row_file(folder: Path, row: dict) -> Path:
+    from vaccine.io import write_json_atomic
+
+    return write_json_atomic(folder / f"{row['key']}.row.json", row)
+
+
+def test_the_store_is_an_index_rebuilt_from_the_row_files(tmp_path):
+    from vaccine.experiments.index import rebuild_index
+
+    folder = tmp_path / "eval"
+    for row in (make_row("a"), make_row("b", label="EWC", hs=10.0)):
+        write_row_file(folder, row)
+    store = rebuild_index(tmp_path / "results.sqlite", folder)
+    assert store.get("b") == make_row("b", label="EWC", hs=10.0) and len(store) == 2
+    (folder / "a.row.json").unlink()  # a file gone: its row leaves the index
+    write_row_file(folder, make_row("c", seed=3))  # a file written by a worker: its row joins it
+    store = rebuild_index(tmp_path / "results.sqlite", folder)
+    assert sorted(r["key"] for r in store.rows()) == ["b", "c"]
+
+
+def test_a_store_from_before_row_files_keeps_its_rows_when_it_becomes_an_index(tmp_path):
+    from vaccine.experiments.index import rebuild_index
+
+    old = ResultStore(tmp_path / "results.sqlite")
+    kept = {**make_row("old"), "artifacts": {"eval_json": "/elsewhere/eval/sft-p0.1-old-j1.json"}}
+    old.add(kept)
+    old.add(make_row("bare"))
+    old.close()
+    store = rebuild_index(tmp_path / "results.sqlite", tmp_path / "eval")
+    assert sorted(r["key"] for r in store.rows()) == ["bare", "old"]
+    assert (tmp_path / "eval" / "sft-p0.1-old-j1.row.json").is_file()  # beside where its evaluation is
+    assert (tmp_path / "eval" / "bare.row.json").is_file()
+
+
+def test_an_unreadable_row_file_is_named_and_the_index_is_kept(tmp_path):
+    from vaccine.errors import DataError
+    from vaccine.experiments.index import rebuild_index
+
+    folder = tmp_path / "eval"
+    write_row_file(folder, make_row("a"))
+    rebuild_index(tmp_path / "results.sqlite", folder)
+    (folder / "b.row.json").write_text("{cut short")
+    with pytest.raises(DataError, match="b.row.json"):
+        rebuild_index(tmp_path / "results.sqlite", folder)
+    assert [r["key"] for r in ResultStore(tmp_path / "results.sqlite").rows()] == ["a"]

@@ -243,20 +243,46 @@ def _run_tsne(spec: Any) -> int:
     return 0
 
 
+EXECUTORS = ("local", "ray")
+
+
 @dataclass(kw_only=True)
 class RunCommand:
     config: Path = setting(help="grid YAML (see configs/)", positional=True)
     report: bool = setting(False, "build the report when the grid is done")
+    executor: str = setting(
+        "local",
+        "where the stages run: local (this process, one after another) or ray (a Ray task per stage, "
+        "with the grid's resources: section; needs pip install 'vaccine[ray]')",
+        choices=EXECUTORS,
+    )
+    address: str | None = setting(
+        None,
+        "the Ray cluster to run on, e.g. HEAD:6379 (default: $RAY_ADDRESS, else a new Ray on this machine)",
+    )
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run an experiment grid (align -> finetune -> evaluate -> store)",
-        description="Validates the whole grid first, then runs the stages that are not cached yet.",
+        description="Validates the whole grid first, then runs the stages that are not cached yet, here or "
+        "on a Ray cluster (--executor ray).",
     )
     add_flags(p, RunCommand)
     p.set_defaults(func=_run_grid, spec=RunCommand)
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """The executor the flags ask for; Ray is imported (and its absence reported) before any compute."""
+    if args.executor == "local":
+        if args.address is not None:
+            raise ConfigError("--address: only with --executor ray")
+        return None
+    from .experiments.ray_executor import RayExecutor, import_ray
+
+    import_ray()
+    return RayExecutor(address=args.address)
 
 
 def _run_grid(args: argparse.Namespace) -> int:
@@ -266,12 +292,14 @@ def _run_grid(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would evaluate and write the store
         raise ConfigError(
             "`vaccine run` drives a grid from one process; under a launcher, launch its stages instead "
-            "(`accelerate launch -m vaccine align|finetune ...`), see the README's 'Many GPUs'"
+            "(`accelerate launch -m vaccine align|finetune ...`), or give the grid a resources: section "
+            "and run it with --executor ray; see the README's 'Many GPUs' and 'Many machines'"
         )
+    executor = _executor(args)
     grid = load_grid(args.config)
-    print(json.dumps(run_grid(grid), indent=2))
+    print(json.dumps(run_grid(grid, executor), indent=2))
     if args.report:
-        return _report(grid.out / "results.sqlite", grid.out / "report", tuple(grid.report["references"]))
+        return _report_grid(grid, grid.out / "report")
     return 0
 
 
@@ -282,21 +310,36 @@ class ReportCommand:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Markdown + HTML report (paper's Table 1, plots) from a result store")
+    p = sub.add_parser(
+        "report",
+        help="Markdown + HTML report (paper's Table 1, plots) from a result store",
+        description="Rebuilds the result store from the grid's row files (eval/*.row.json, the record of "
+        "truth) first, then renders the report.",
+    )
     add_flags(p, ReportCommand)
     p.set_defaults(func=_run_report, spec=ReportCommand)
 
 
-def _report(store: Path, out: Path, references: tuple[str, ...] | None = None) -> int:
+def _report(store: Any, out: Path, references: tuple[str, ...] | None = None) -> int:
     from .experiments.report import build_report
-    from .experiments.store import ResultStore
 
-    if not store.is_file():
-        raise ConfigError(f"{store}: no result store (run the grid first: vaccine run CONFIG.yaml)")
-    paths = build_report(ResultStore(store), out, **({"references": references} if references else {}))
+    paths = build_report(store, out, **({"references": references} if references else {}))
     print((out / "report.md").read_text(encoding="utf-8"))
     print(f"report: {paths['markdown']}  {paths['html']}")
     return 0
+
+
+def _report_grid(grid: Any, out: Path) -> int:
+    """The grid's report, from its store rebuilt from the row files."""
+    from .experiments.index import index_grid, rows_dir, store_path
+    from .experiments.stages import plan_cell
+
+    if not store_path(grid).is_file() and not rows_dir(grid).is_dir():
+        raise ConfigError(
+            f"{store_path(grid)}: no result store (run the grid first: vaccine run CONFIG.yaml)"
+        )
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]
+    return _report(index_grid(grid, plans), out, tuple(grid.report["references"]))
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -304,9 +347,16 @@ def _run_report(args: argparse.Namespace) -> int:
         from .experiments.grid import load_grid
 
         grid = load_grid(args.source)
-        references = tuple(grid.report["references"])
-        return _report(grid.out / "results.sqlite", args.out or grid.out / "report", references)
-    return _report(args.source, args.out or args.source.parent / "report")
+        return _report_grid(grid, args.out or grid.out / "report")
+    from .experiments.index import rebuild_index
+    from .experiments.store import ResultStore
+
+    store, rows = args.source, args.source.parent / "eval"
+    if not store.is_file():
+        raise ConfigError(f"{store}: no result store (run the grid first: vaccine run CONFIG.yaml)")
+    # a store beside its grid's row files is rebuilt from them; a store on its own is read as it is
+    index = rebuild_index(store, rows) if rows.is_dir() else ResultStore(store)
+    return _report(index, args.out or store.parent / "report")
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:

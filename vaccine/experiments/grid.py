@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 
 from vaccine.align import AlignSpec
-from vaccine.errors import ConfigError
+from vaccine.errors import ConfigError, SettingError
 from vaccine.eval.tsne import TsneSpec
 from vaccine.evaluate import EvaluateSpec
 from vaccine.finetune import FinetuneSpec
 from vaccine.lora import LoraSettings
 from vaccine.posthoc import PosthocSpec
-from vaccine.settings import ModelSettings, same_as, setting
+from vaccine.settings import ModelSettings, require, same_as, setting
 
 # Each YAML section holds some fields of one stage spec, with that field's default (one source of truth);
 # the keys below are the section's, in the cache key of every stage that reads them.
@@ -77,6 +77,38 @@ class TsneSettings:
 
 
 @dataclass(kw_only=True)
+class StageResources:
+    """What one stage's task asks a Ray cluster for (``vaccine run --executor ray``). Not in any cache key:
+    where a stage runs never changes what it computes. The local executor runs every stage in its own
+    process and ignores these."""
+
+    gpus: float | None = setting(
+        None,
+        "GPUs per task (none: 1 on a cluster with GPUs, 0 on one without); a fraction shares a GPU; more "
+        "than 1 runs a training stage under `accelerate launch` on that many GPUs of one machine",
+    )
+    cpus: float = setting(1.0, "CPU cores per task (Ray also sets the task's OMP_NUM_THREADS from it)")
+    retries: int = setting(3, "times Ray re-runs a task whose worker or machine died (it resumes)")
+
+    def __post_init__(self) -> None:
+        require(self.gpus is None or self.gpus >= 0, "gpus", f"must be >= 0; got {self.gpus}")
+        whole = self.gpus is None or self.gpus <= 1 or float(self.gpus).is_integer()
+        require(whole, "gpus", f"more than 1 GPU must be a whole number; got {self.gpus}")
+        require(self.cpus > 0, "cpus", f"must be > 0; got {self.cpus}")
+        require(self.retries >= 0, "retries", f"must be >= 0; got {self.retries}")
+
+
+# The stages a grid's ``resources:`` section sizes; t-SNE pictures take the evaluation's resources.
+STAGES = ("align", "finetune", "posthoc", "evaluate")
+# Stages that train and so may span several GPUs under `accelerate launch` (README: Many GPUs).
+LAUNCHABLE = ("align", "finetune")
+
+
+def resource_defaults() -> dict[str, dict[str, Any]]:
+    return {stage: section_defaults(StageResources) for stage in STAGES}
+
+
+@dataclass(kw_only=True)
 class ReportSettings:
     """The methods every other method is compared against, prompt by prompt, in the report."""
 
@@ -122,6 +154,7 @@ TOP_KEYS = {
     "lora",
     "tsne",
     "report",
+    "resources",
     "template",
     "dtype",
 }
@@ -181,6 +214,7 @@ class GridConfig:
     lora: dict[str, Any] = field(default_factory=SECTIONS["lora"])
     tsne: dict[str, Any] = field(default_factory=SECTIONS["tsne"])
     report: dict[str, Any] = field(default_factory=SECTIONS["report"])
+    resources: dict[str, dict[str, Any]] = field(default_factory=resource_defaults)
     template: str = same_as(ModelSettings, "template")
     dtype: str = same_as(ModelSettings, "dtype")
     source: str = "<dict>"
@@ -234,6 +268,25 @@ def _method(raw: Any, index: int, source: str) -> MethodConfig:
     return MethodConfig(str(raw["label"]), dict(align) if align else None, finetune, repair)
 
 
+def _resources(given: Any, source: str) -> dict[str, dict[str, Any]]:
+    """The ``resources:`` section, one mapping per stage, each checked against :class:`StageResources`."""
+    stages = _merge("resources", resource_defaults(), given, source)
+    resources = {}
+    for stage in STAGES:
+        merged = _merge(f"resources.{stage}", resource_defaults()[stage], stages[stage], source)
+        try:
+            StageResources(**merged)
+        except SettingError as err:
+            raise err.written_as(f"{source}: resources.{stage}.{err.setting}") from err
+        if stage not in LAUNCHABLE and (merged["gpus"] or 0) > 1:
+            raise ConfigError(
+                f"{source}: resources.{stage}.gpus: at most 1 ({stage} runs in one process; "
+                f"only {' and '.join(LAUNCHABLE)} run under accelerate launch)"
+            )
+        resources[stage] = merged
+    return resources
+
+
 def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
     """Validate a grid given as a mapping (the parsed YAML)."""
     if not isinstance(raw, dict):
@@ -258,6 +311,7 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         methods=[_method(m, i, source) for i, m in enumerate(methods)],
         **{name: _merge(name, defaults(), raw.get(name), source) for name, defaults in SECTIONS.items()},
         **{key: str(raw[key]) for key in ("template", "dtype") if key in raw},
+        resources=_resources(raw.get("resources"), source),
         source=source,
     )
     align_lora = config.align["lora"]

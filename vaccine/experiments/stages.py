@@ -226,8 +226,22 @@ def earlier_answers(plan: CellPlan) -> Path | None:
     """An evaluation of the same model, prompts and generation settings under another judge: its answers
     can be judged again instead of generated again (file names hold the answers' key, then the judge's)."""
     stem = plan.evaluate.out.stem.rsplit("-j", 1)[0]
-    found = sorted(p for p in plan.evaluate.out.parent.glob(f"{stem}-j*.json") if p != plan.evaluate.out)
+    found = sorted(
+        p
+        for p in plan.evaluate.out.parent.glob(f"{stem}-j*.json")
+        if p != plan.evaluate.out and not p.name.endswith(ROW_SUFFIX)
+    )
     return found[-1] if found else None
+
+
+# A cell's store row lives as a file beside its evaluation JSON: the files are the record of truth and the
+# SQLite store an index rebuilt from them, so workers on many machines never write one database file.
+ROW_SUFFIX = ".row.json"
+
+
+def row_path(eval_json: Path) -> Path:
+    """Where the store row of the evaluation ``eval_json`` lives: ``eval/<name>.row.json``."""
+    return eval_json.with_name(eval_json.stem + ROW_SUFFIX)
 
 
 def is_done(folder: Path) -> bool:

@@ -1,9 +1,11 @@
-"""A crash-safe store of evaluation rows: one SQLite file per experiment grid.
+"""A crash-safe store of evaluation rows: one SQLite file per experiment grid, the index of its row files.
 
-Why SQLite: a grid runs for days and may be killed at any moment. Each ``add`` is one transaction in WAL
-mode, so a crash leaves either the previous state or the new row, never half a row, and several worker
-processes may write to the same file. The full row lives as JSON; a few columns are copied out only so that
-``rows(**filters)`` can select without parsing every row.
+Why SQLite: the report selects and groups rows, and a grid runs for days and may be killed at any moment.
+Each ``add`` is one transaction in WAL mode, so a crash leaves either the previous state or the new row,
+never half a row. The full row lives as JSON; a few columns are copied out only so that ``rows(**filters)``
+can select without parsing every row. The record of truth is the row files beside the evaluations
+(``vaccine/experiments/index.py``): the store is rebuilt from them (``replace_all``), and only the driver
+of a grid writes it, since SQLite's locks do not hold over a network share that many machines write.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,22 @@ def validate_row(row: Any) -> dict[str, Any]:
     return row
 
 
+_INSERT = (
+    "INSERT OR REPLACE INTO evaluations (key, label, model, task, p, n, seed, row_json, created) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _values(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A validated row as the values of one ``_INSERT``."""
+    validate_row(row)
+    try:
+        blob = json.dumps(row, sort_keys=True, default=str)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"evaluation row {row['key']!r} is not JSON-serialisable: {exc}") from exc
+    return (*(row[c] for c in COLUMNS), blob, row.get("created"))
+
+
 class ResultStore:
     """Evaluation rows keyed by the hash of their inputs; ``add`` is an atomic upsert."""
 
@@ -76,23 +95,37 @@ class ResultStore:
 
     def add(self, row: dict[str, Any]) -> None:
         """Insert or replace one row in a single transaction: a crash keeps the previous state."""
-        validate_row(row)
+        values = _values(row)
+        with self._errors(f"write row {row['key']!r} to"), self._transaction():
+            self._conn.execute(_INSERT, values)
+
+    def replace_all(self, rows: list[dict[str, Any]], version: int | None = None) -> None:
+        """Make the store hold exactly ``rows`` (an index rebuilt from its files), in one transaction: a
+        crash keeps the previous index whole. ``version`` marks what the store indexes (``index_version``)."""
+        values = [_values(row) for row in rows]  # every row checked before the old index is touched
+        with self._errors("rebuild"), self._transaction():
+            self._conn.execute("DELETE FROM evaluations")
+            self._conn.executemany(_INSERT, values)
+            if version is not None:
+                self._conn.execute(f"PRAGMA user_version = {int(version)}")
+
+    @property
+    def index_version(self) -> int:
+        """0 for a store written row by row (before rows were files); set by ``replace_all``."""
+        with self._errors("read"):
+            return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so a second writer waits instead of failing later.
+        self._conn.execute("BEGIN IMMEDIATE")
         try:
-            blob = json.dumps(row, sort_keys=True, default=str)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"evaluation row {row['key']!r} is not JSON-serialisable: {exc}") from exc
-        values = (*(row[c] for c in COLUMNS), blob, row.get("created"))
-        sql = "INSERT OR REPLACE INTO evaluations (key, label, model, task, p, n, seed, row_json, created) "
-        with self._errors(f"write row {row['key']!r} to"):
-            # IMMEDIATE takes the write lock up front, so concurrent workers wait instead of failing later.
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute(sql + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row stored under ``key``, or None: callers use it to skip cells already evaluated."""
