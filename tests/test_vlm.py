@@ -30,6 +30,7 @@ from transformers import (
 
 from vaccine.answer_loss import IGNORE_INDEX
 from vaccine.data.context import DataContext
+from vaccine.data.image_tokenize import encode_vision_record
 from vaccine.data.records import Record, prompt_hash
 from vaccine.data.resolve import load_records
 from vaccine.data.vlguard import parse_vlguard_spec, unpack
@@ -39,7 +40,6 @@ from vaccine.eval.tsne import sentence_embeddings
 from vaccine.lora import LoraSettings, attach_lora
 from vaccine.methods.vaccine.perturb import find_attention_modules
 from vaccine.models import load_model_and_tokenizer
-from vaccine.vision.encode import encode_vision_record
 from vaccine.vision.structure import is_inside, language_model_prefix
 
 TEXT_VOCAB = 140

@@ -8,18 +8,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vaccine.data.image_prompts import is_processor
+from vaccine.data.image_tokenize import VisionCollator, VisionCompletionDataset
 from vaccine.data.records import Record
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset
 from vaccine.errors import DataError
-from vaccine.vision.encode import VisionCollator, VisionCompletionDataset
-from vaccine.vision.processor import is_processor
 
 
 @dataclass
 class DataContext:
     """How records become tensors in this run (shared by the stage and its defense). ``tokenizer`` is the
     model's tokenizer, or a vision-language model's processor: then records may carry images
-    (:mod:`vaccine.vision.encode`) and text-only records go through the processor too."""
+    (:mod:`vaccine.data.image_tokenize`) and text-only records go through the processor too."""
 
     tokenizer: Any
     template: str = "chat"

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from vaccine.data.image_prompts import is_processor
 from vaccine.data.records import Record
 from vaccine.data.tokenize import CompletionCollator, CompletionDataset
 from vaccine.errors import ConfigError, DataError
-from vaccine.vision.processor import is_processor
 
 HARMFUL_PREFIX = "harmful_"
 _KEYS = ("input_ids", "attention_mask", "labels")

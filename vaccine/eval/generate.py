@@ -5,63 +5,24 @@ hundreds of prompts affordable. Prompts are sorted by length so a batch carries 
 answers are returned in the caller's order. Two engines give the same greedy answers: ``prefix`` (the
 default: the shared chat-template prefix computed once, finished answers dropped from the batch;
 ``vaccine.eval.prefix_decode``) and ``hf`` (``transformers``' own ``generate``, the reference). A
-vision-language model answers image+text prompts through :mod:`vaccine.vision.generate`.
+vision-language model answers image+text prompts through :mod:`vaccine.eval.generate_images`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from vaccine.data.image_prompts import is_processor
 from vaccine.data.templates import format_prompt
-from vaccine.errors import SettingError
+from vaccine.eval.generate_images import generate_with_images
+from vaccine.eval.generation import ENGINES, GenerationSettings, equal_batches
 from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
-from vaccine.vision.generate import generate_with_images
-from vaccine.vision.processor import is_processor
 
-ENGINES = ("prefix", "hf")
-
-
-@dataclass
-class GenerationSettings:
-    """How answers are generated (greedy always)."""
-
-    max_new_tokens: int = field(
-        default=128, metadata={"help": "answer length for harmful prompts, in tokens"}
-    )
-    batch_size: int = field(default=128, metadata={"help": "prompts per generation batch"})
-    template: str = field(default="chat", metadata={"help": "prompt format"})
-    engine: str = field(
-        default="prefix",
-        metadata={
-            "help": "prefix: shared prompt prefix computed once, finished answers dropped (same answers, "
-            "faster); hf: transformers' generate",
-            "choices": ENGINES,
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise SettingError("max_new_tokens", f"must be >= 1; got {self.max_new_tokens}")
-        if self.batch_size < 1:
-            raise SettingError("batch_size", f"must be >= 1; got {self.batch_size}")
-        if self.engine not in ENGINES:
-            raise SettingError("engine", f"must be one of {', '.join(ENGINES)}; got {self.engine!r}")
-
-
-def equal_batches(order: Sequence[int], batch_size: int) -> list[Sequence[int]]:
-    """``order`` cut into the fewest batches of at most ``batch_size``, all of nearly equal size: 520 prompts
-    at 128 run as 5 x 104, not 4 x 128 + 8 (a small last batch wastes a whole pass over the weights)."""
-    if not order:
-        return []
-    count = -(-len(order) // batch_size)
-    bounds = [round(i * len(order) / count) for i in range(count + 1)]
-    return [order[start:end] for start, end in pairwise(bounds)]
+__all__ = ["ENGINES", "GenerationSettings", "equal_batches", "generate"]
 
 
 def _encode(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
@@ -87,7 +48,7 @@ def generate(
     """Greedy answers to ``prompts`` (formatted with the model's chat template), in the input order.
 
     ``images`` gives one image path (or None) per prompt. A vision-language model (loaded with a processor)
-    answers through :mod:`vaccine.vision.generate`, with or without images; a text model as before."""
+    answers through :mod:`vaccine.eval.generate_images`, with or without images; a text model as before."""
     settings = settings or GenerationSettings()
     if images is not None or is_processor(tokenizer):
         return generate_with_images(model, tokenizer, prompts, images, settings, desc=desc)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from peft.tuners.lora import LoraLayer
@@ -24,12 +24,9 @@ from vaccine.data.context import DataContext
 from vaccine.data.records import sample_of
 from vaccine.data.resolve import load_records
 from vaccine.lora import load_adapter
-from vaccine.repairs.base import REPAIRS, RepairMethod
+from vaccine.repairs.base import REPAIRS, RepairMethod, RepairRun
 from vaccine.run_folders import adapter_dir, load_merged_model, save_adapter_atomically
 from vaccine.settings import require, setting
-
-if TYPE_CHECKING:
-    from vaccine.posthoc import PosthocSpec
 
 
 def adapter_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -114,7 +111,7 @@ class Antidote(RepairMethod):
     def repaired_adapters(self, attacked: list[Path], adapter: Path) -> list[Path]:
         return [*attacked[:-1], adapter]  # the pruned copy replaces the attack's adapter
 
-    def repair(self, spec: PosthocSpec) -> dict[str, Any]:
+    def repair(self, spec: RepairRun) -> dict[str, Any]:
         model, tokenizer = load_merged_model(
             spec.model, spec.attacked[:-1], dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
         )

@@ -9,12 +9,28 @@ plan the repaired model's evaluation up front.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from transformers import TrainingArguments
+
+from vaccine.lora import LoraSettings
 from vaccine.registry import Registry
 
-if TYPE_CHECKING:
-    from vaccine.posthoc import PosthocSpec
+
+class RepairRun(Protocol):
+    """What a repair reads from its stage's spec (:class:`vaccine.posthoc.PosthocSpec` is one)."""
+
+    model: str
+    dtype: str
+    template: str
+    trust_remote_code: bool
+    seed: int
+    attacked: list[Path]
+    out: Path
+    batch_size: int
+    max_length: int
+    lora: LoraSettings
+    training: TrainingArguments
 
 
 class RepairMethod:
@@ -26,7 +42,7 @@ class RepairMethod:
         """The repaired model as adapters merged in order, given the attacked model's and the new one."""
         raise NotImplementedError
 
-    def repair(self, spec: PosthocSpec) -> dict[str, Any]:
+    def repair(self, spec: RepairRun) -> dict[str, Any]:
         """Write ``spec.out / "adapter"`` and return the details for the stage's summary."""
         raise NotImplementedError
 

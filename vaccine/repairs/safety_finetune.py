@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transformers import set_seed
 
@@ -17,13 +17,10 @@ from vaccine.callbacks import JsonlLogger
 from vaccine.data.context import DataContext
 from vaccine.lora import attach_lora
 from vaccine.metered import MeteredTrainer
-from vaccine.repairs.base import REPAIRS, RepairMethod
+from vaccine.repairs.base import REPAIRS, RepairMethod, RepairRun
 from vaccine.run_folders import load_merged_model, train_and_save
 from vaccine.self_distill import CACHE_FILE, AlignmentMix, alignment_records
 from vaccine.settings import setting
-
-if TYPE_CHECKING:
-    from vaccine.posthoc import PosthocSpec
 
 
 @REPAIRS.register("safety-finetune")
@@ -39,7 +36,7 @@ class SafetyFinetune(RepairMethod, AlignmentMix):
     def repaired_adapters(self, attacked: list[Path], adapter: Path) -> list[Path]:
         return [*attacked, adapter]
 
-    def repair(self, spec: PosthocSpec) -> dict[str, Any]:
+    def repair(self, spec: RepairRun) -> dict[str, Any]:
         model, tokenizer = load_merged_model(
             spec.model, spec.attacked, dtype=spec.dtype, trust_remote_code=spec.trust_remote_code
         )

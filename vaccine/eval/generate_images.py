@@ -2,25 +2,23 @@
 
 The same rules as the text path's ``hf`` engine (:mod:`vaccine.eval.generate`): prompts sorted by length into
 near-equal batches, left padding, transformers' ``generate`` with the KV cache, answers returned in the
-caller's order. Prompts are encoded exactly as training encodes them (:mod:`vaccine.vision.encode`), so the
-image placeholder and its tokens match. The text path's ``prefix`` engine does not apply: the image tokens
-sit inside the prompt, not in a shared prefix, so a VLM always generates through here.
+caller's order. Prompts are encoded exactly as training encodes them (:mod:`vaccine.data.image_tokenize`),
+so the image placeholder and its tokens match. The text path's ``prefix`` engine does not apply: the image
+tokens sit inside the prompt, not in a shared prefix, so a VLM always generates through here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from vaccine.data.image_prompts import is_processor
+from vaccine.data.image_tokenize import VisionCollator, encode_vision_prompt
 from vaccine.errors import DataError
-from vaccine.vision.encode import VisionCollator, encode_vision_prompt
-from vaccine.vision.processor import is_processor
-
-if TYPE_CHECKING:
-    from vaccine.eval.generate import GenerationSettings
+from vaccine.eval.generation import GenerationSettings, equal_batches
 
 
 @torch.no_grad()
@@ -34,8 +32,6 @@ def generate_with_images(
     desc: str = "generate",
 ) -> list[str]:
     """Greedy answers to ``prompts``, each with its image path in ``images`` (None: text only)."""
-    from vaccine.eval.generate import equal_batches  # that module imports this one
-
     images = list(images) if images is not None else [None] * len(prompts)
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")

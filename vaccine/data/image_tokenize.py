@@ -20,10 +20,10 @@ import torch
 from torch.utils.data import Dataset
 
 from vaccine.answer_loss import IGNORE_INDEX
+from vaccine.data.image_prompts import open_image, vision_prompt
 from vaccine.data.records import Record
 from vaccine.data.tokenize import needs_bos, truncate
 from vaccine.errors import ConfigError, DataError
-from vaccine.vision.processor import open_image, vision_prompt
 
 IMAGE_KEY = (
     "image"  # an example's image path (None for a text-only record); the collator turns it into pixels
