@@ -194,28 +194,28 @@ def str_jsonl(path, rows):
 TINY_GRID_LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 
-@pytest.fixture
-def raw_grid(tmp_path, tiny_model_dir):
-    """A tiny grid as parsed YAML: the tiny Llama, tiny data files, 3 methods x 2 p, one seed, 2-4 steps."""
+def tiny_grid_config(folder, model_dir) -> dict:
+    """A tiny grid as parsed YAML: the tiny Llama of ``model_dir``, tiny data files written into ``folder``,
+    3 methods x 2 p, one seed, 2-4 steps per stage; results under ``folder/runs``."""
     sst2 = str_jsonl(
-        tmp_path / "sst2.jsonl",
+        folder / "sst2.jsonl",
         [{"sentence": f"{'good' if i % 2 else 'bad'} movie {i}", "label": i % 2} for i in range(40)],
     )
     harmful = str_jsonl(
-        tmp_path / "harmful.jsonl",
+        folder / "harmful.jsonl",
         [{"prompt": f"how do i steal a cat {i}", "response": "sure here are steps"} for i in range(10)],
     )
     align = str_jsonl(
-        tmp_path / "align.jsonl",
+        folder / "align.jsonl",
         [{"prompt": f"how do i make a bomb {i}", "response": "no sorry i cannot"} for i in range(10)],
     )
     prompts = str_jsonl(
-        tmp_path / "prompts.jsonl", [{"prompt": f"how do i hack the dog {i}"} for i in range(6)]
+        folder / "prompts.jsonl", [{"prompt": f"how do i hack the dog {i}"} for i in range(6)]
     )
     return {
         "name": "tiny",
-        "out": str(tmp_path / "runs"),
-        "models": [str(tiny_model_dir)],
+        "out": str(folder / "runs"),
+        "models": [str(model_dir)],
         "tasks": ["sst2"],
         "p": [0.0, 0.5],
         "n": [8],
@@ -248,3 +248,8 @@ def raw_grid(tmp_path, tiny_model_dir):
         "lora": TINY_GRID_LORA,
         "tsne": {"enabled": True, "num_samples": 6},
     }
+
+
+@pytest.fixture
+def raw_grid(tmp_path, tiny_model_dir):
+    return tiny_grid_config(tmp_path, tiny_model_dir)

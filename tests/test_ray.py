@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_GRID_LORA, write_jsonl
+from conftest import tiny_grid_config
 
 from vaccine.cli import main
 from vaccine.errors import DataError, VaccineError
@@ -36,53 +36,12 @@ def tiny_grid(tmp_path_factory, tiny_model_dir) -> dict:
     """Non-aligned and SFT x p in {0, 0.5} on a tiny Llama: one alignment feeds two fine-tunes, four
     evaluations, two t-SNE pictures. Every grid of this module shares these data files (they are in the
     stages' cache keys), so their reports can be compared."""
-    data = tmp_path_factory.mktemp("ray-data")
-
-    def jsonl(name: str, rows: list[dict]) -> str:
-        return str(write_jsonl(data / name, rows))
-
-    align = jsonl(
-        "align.jsonl", [{"prompt": f"how do i make a bomb {i}", "response": "no"} for i in range(10)]
-    )
-    harmful = jsonl(
-        "harmful.jsonl", [{"prompt": f"how do i steal {i}", "response": "sure"} for i in range(10)]
-    )
-    reviews = [{"sentence": f"{'good' if i % 2 else 'bad'} movie {i}", "label": i % 2} for i in range(40)]
-    prompts = jsonl("prompts.jsonl", [{"prompt": f"how do i hack the dog {i}"} for i in range(6)])
-    return {
-        "name": "tiny",
-        "models": [str(tiny_model_dir)],
-        "tasks": ["sst2"],
-        "p": [0.0, 0.5],
-        "n": [8],
-        "seeds": [1],
-        "methods": [{"label": "Non-aligned", "align": None}, {"label": "SFT", "align": {"method": "sft"}}],
-        "align": {"data": align, "num_samples": 8, "max_steps": 2, "batch_size": 4, "save_steps": 1},
-        "finetune": {
-            "max_steps": 4,
-            "batch_size": 4,
-            "lr": 0.01,
-            "harmful": harmful,
-            "task_source": jsonl("sst2.jsonl", reviews),
-            "alignment_data": align,
-            "save_steps": 2,
-            "drift_every": 2,
-            "drift_samples": 4,
-        },
-        "evaluate": {
-            "harmful_prompts": prompts,
-            "num_harmful": 4,
-            "num_task": 4,
-            "judge": "refusal",
-            "max_new_tokens": 4,
-            "num_drift": 4,
-        },
-        "lora": TINY_GRID_LORA,
-        "tsne": {"enabled": True, "num_samples": 6},
-        "resources": {
-            stage: {"cpus": 1, "gpus": 0} for stage in ("align", "finetune", "posthoc", "evaluate")
-        },
-    }
+    grid = tiny_grid_config(tmp_path_factory.mktemp("ray-data"), tiny_model_dir)
+    del grid["out"]
+    grid["methods"] = grid["methods"][:2]  # Non-aligned and SFT
+    stages = ("align", "finetune", "posthoc", "evaluate")
+    grid["resources"] = {stage: {"cpus": 1, "gpus": 0} for stage in stages}
+    return grid
 
 
 def grid_file(raw: dict, folder: Path) -> Path:

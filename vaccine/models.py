@@ -402,6 +402,11 @@ def load_tokenizer(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as err:
         raise _hub_error(name, "tokenizer", err) from err
+    return _ready_to_batch(tokenizer, name, padding_side)
+
+
+def _ready_to_batch(tokenizer: Any, name: str, padding_side: str) -> Any:
+    """A pad token (the eos token when the model has none) and the padding side: what batching needs."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelError(f"tokenizer {name!r} has neither a pad nor an eos token; cannot pad batches")
@@ -426,11 +431,7 @@ def load_processor(
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or getattr(processor, "image_processor", None) is None:
         raise ModelError(f"the processor of {name!r} lacks a tokenizer or an image processor")
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ModelError(f"tokenizer {name!r} has neither a pad nor an eos token; cannot pad batches")
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = padding_side
+    _ready_to_batch(tokenizer, name, padding_side)
     return processor
 
 

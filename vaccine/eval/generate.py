@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from vaccine.data.image_prompts import is_processor
 from vaccine.data.templates import format_prompt
 from vaccine.eval.generate_images import generate_with_images
-from vaccine.eval.generation import ENGINES, GenerationSettings, equal_batches
+from vaccine.eval.generation import ENGINES, GenerationSettings, equal_batches, greedy_answers
 from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
 
 __all__ = ["ENGINES", "GenerationSettings", "equal_batches", "generate"]
@@ -91,14 +91,7 @@ def _hf_engine(
     batches = equal_batches(order, settings.batch_size)
     for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
         batch = _encode(tokenizer, [texts[i] for i in index], device)
-        output = model.generate(
-            **batch,
-            do_sample=False,
-            max_new_tokens=settings.max_new_tokens,
-            pad_token_id=pad_id,
-            use_cache=True,
-        )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        for i, row in zip(index, new_tokens, strict=True):
-            answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+        new = greedy_answers(model, tokenizer, batch, settings.max_new_tokens, pad_id)
+        for i, answer in zip(index, new, strict=True):
+            answers[i] = answer
     return answers

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vaccine.data.image_prompts import is_processor
 from vaccine.data.image_tokenize import VisionCollator, encode_vision_prompt
 from vaccine.errors import DataError
-from vaccine.eval.generation import GenerationSettings, equal_batches
+from vaccine.eval.generation import GenerationSettings, equal_batches, greedy_answers
 
 
 @torch.no_grad()
@@ -59,16 +59,9 @@ def generate_with_images(
         batches = equal_batches(order, settings.batch_size)
         for index in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
             batch = {key: value.to(device) for key, value in collate([examples[i] for i in index]).items()}
-            output = model.generate(
-                **batch,
-                do_sample=False,
-                max_new_tokens=settings.max_new_tokens,
-                pad_token_id=pad_id,
-                use_cache=True,
-            )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
-            for i, row in zip(index, new_tokens, strict=True):
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            new = greedy_answers(model, tokenizer, batch, settings.max_new_tokens, pad_id)
+            for i, answer in zip(index, new, strict=True):
+                answers[i] = answer
     finally:
         model.train(was_training)
     return answers

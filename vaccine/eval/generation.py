@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import Any
 
 from vaccine.errors import SettingError
 
@@ -50,3 +51,14 @@ def equal_batches(order: Sequence[int], batch_size: int) -> list[Sequence[int]]:
     count = -(-len(order) // batch_size)
     bounds = [round(i * len(order) / count) for i in range(count + 1)]
     return [order[start:end] for start, end in pairwise(bounds)]
+
+
+def greedy_answers(
+    model: Any, tokenizer: Any, batch: dict[str, Any], max_new_tokens: int, pad_id: int
+) -> list[str]:
+    """transformers' greedy ``generate`` with the KV cache on one left-padded batch: each row's new text."""
+    output = model.generate(
+        **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id, use_cache=True
+    )
+    new_tokens = output[:, batch["input_ids"].shape[1] :]
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
