@@ -147,8 +147,8 @@ def _posthoc_plan(
     spec = PosthocSpec(
         **grid.posthoc,
         **LoraFields.lora_fields(grid.lora),
-        method=cell.method.posthoc["method"],
-        method_args={k: v for k, v in cell.method.posthoc.items() if k != "method"},
+        method=repair["method"],
+        method_args={k: v for k, v in repair.items() if k != "method"},
         attacked=attacked,
         out=grid.out / "posthoc" / f"{slug(cell.method.label)}-p{cell.p:g}-{key}",
         model=cell.model,
