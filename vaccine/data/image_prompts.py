@@ -72,7 +72,7 @@ def _chat(processor: Any, prompt: str, has_image: bool, system: str | None) -> s
 def open_image(path: str, where: str | None = None) -> Any:
     """The image at ``path`` as RGB (VLGuard's images include palette and RGBA PNGs); an unreadable or
     missing file is a DataError that names the record (``where``) and the file."""
-    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib, a dependency
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
