@@ -103,7 +103,7 @@ def _pick(row: dict, explicit: str | None, defaults: Iterable[str]) -> str | Non
     return next((name for name in defaults if name in row), None)
 
 
-def _label_value(value: Any, field_name: str) -> str | None:
+def label_value(value: Any, field_name: str) -> str | None:
     """BeaverTails' is_safe is a bool; its category is a dict of harm flags; other labels pass through."""
     if value is None or value == "":
         return None
@@ -132,7 +132,7 @@ def row_to_record(
     rname = _pick(row, response_field, RESPONSE_FIELDS)
     lname = _pick(row, label_field, LABEL_FIELDS)
     response = "" if rname is None or row[rname] is None else str(row[rname])
-    label = None if lname is None else _label_value(row[lname], lname)
+    label = None if lname is None else label_value(row[lname], lname)
     return Record(str(row[pname]), response, source, label)
 
 

@@ -28,7 +28,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from vaccine.data.files import _label_value, file_rows, row_to_record
+from vaccine.data.files import file_rows, label_value, row_to_record
 from vaccine.data.records import Record
 from vaccine.errors import DataError
 from vaccine.paths import vaccine_home
@@ -129,7 +129,7 @@ def _row_records(row: dict, where: str, source: str) -> Iterable[Record]:
     meta.update({key: row[key] for key in ("id", "harmful_category", "harmful_subcategory") if key in row})
     if PAIRS_FIELD not in row:  # a flat row: prompt, response, label as in any data file
         record = row_to_record(row, where, source)
-        label = record.label if record.label is not None else _label_value(row.get("safe"), "is_safe")
+        label = record.label if record.label is not None else label_value(row.get("safe"), "is_safe")
         yield Record(record.prompt, record.response, source, label, meta)
         return
     pairs = row[PAIRS_FIELD]
