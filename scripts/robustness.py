@@ -25,11 +25,11 @@ import yaml  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from vaccine.experiments.comparisons import cell_stats, comparisons  # noqa: E402
+from vaccine.experiments.execute import package_versions  # noqa: E402
 from vaccine.experiments.grid import parse_grid  # noqa: E402
 from vaccine.experiments.run import run_cell  # noqa: E402
 from vaccine.experiments.stages import plan_cell  # noqa: E402
 from vaccine.experiments.store import ResultStore  # noqa: E402
-from vaccine.info import collect_info  # noqa: E402
 from vaccine.io import write_text_atomic  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def attacked_rows(config: Path, lr: float, p: float, methods: list[str], store: 
     raw["finetune"] = {**(raw.get("finetune") or {}), "lr": lr}
     grid = parse_grid(raw, str(config))
     plans = [plan_cell(grid, cell) for cell in grid.cells()]
-    versions = collect_info()["packages"]
+    versions = package_versions()
     rows = []
     with tqdm(total=len(plans), desc=f"attack lr {lr:g}", unit="cell") as bar:
         for plan in plans:
