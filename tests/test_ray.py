@@ -201,27 +201,46 @@ def newer_than(since: float, path: Path) -> bool:
         return False
 
 
+def stages_left(path: Path) -> int:
+    """How many stages of the grid at ``path`` are not done yet, read from the files they write."""
+    grid = parse_grid(yaml.safe_load(path.read_text()), str(path))
+    return len(stage_graph([plan_cell(grid, cell) for cell in grid.cells()], grid))
+
+
+def wait_for_stages_left(path: Path, left: int, driver: subprocess.Popen, timeout: float = 300.0) -> None:
+    """Until at most ``left`` stages remain, the driver exits, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and driver.poll() is None and stages_left(path) > left:
+        time.sleep(0.1)
+
+
 def test_the_driver_killed_at_5_random_points_ends_with_the_uninterrupted_report(
     tiny_grid, reference, cluster, tmp_path, capsys
 ):
-    """The driver is SIGKILLed 5 times, each at a seeded random moment after its stages began writing
-    (mid-training, mid-evaluation, between stages: Ray then ends the driver's tasks too), and restarted;
-    the last run completes the grid with the report of an uninterrupted run."""
+    """The driver is SIGKILLed 5 times, each at a seeded random point (after a random number of its stages
+    are done, then a random fraction of a second into the next ones: mid-training, mid-evaluation, between
+    stages; Ray then ends the driver's tasks too), and restarted; the last run completes the grid with the
+    report of an uninterrupted run. The points are drawn from the grid's progress, not from the clock, so a
+    fast machine cannot finish the grid before the fifth kill."""
     path = grid_file(tiny_grid, tmp_path)
     command = [sys.executable, "-m", "vaccine", "run", str(path), "--executor", "ray", "--address", cluster]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     log, rng = tmp_path / "driver.log", random.Random(18)
-    for attempt in range(5):
+    total = stages_left(path)
+    done_before_kill = sorted(rng.sample(range(total - 2), 5))  # at least 2 stages left at each kill
+    for attempt, done in enumerate(done_before_kill):
         with open(log, "a") as out:
-            out.write(f"---- run {attempt + 1}, killed at a random point\n")
+            out.write(f"---- run {attempt + 1}, killed after {done} of {total} stages and a moment\n")
             out.flush()
             started = time.time()
             driver = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
             wait_for_work(tmp_path / "runs", started)
-            time.sleep(rng.uniform(0.0, 3.0))
+            wait_for_stages_left(path, total - done, driver)
+            time.sleep(rng.uniform(0.0, 0.5))
             assert driver.poll() is None, log.read_text()[-3000:]  # killed while running, not after
             driver.send_signal(signal.SIGKILL)
             driver.wait(timeout=60)
+    assert stages_left(path) > 0  # the last kill left work to resume
     with open(log, "a") as out:
         out.write("---- the last run, uninterrupted\n")
         out.flush()

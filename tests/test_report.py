@@ -231,3 +231,23 @@ def test_references_come_from_the_grid(tmp_path):
     markdown = build_report(rows, tmp_path / "r", references=("Vaccine",))["markdown"].read_text()
     comparisons = [line for line in markdown.splitlines() if line.startswith("| 0.1 |")]
     assert {line.split(" | ")[2] for line in comparisons} == {"Vaccine"} and len(comparisons) == 2
+
+
+def test_the_mechanism_table_has_drift_and_the_alignment_loss_rise_per_method_and_p(tmp_path):
+    store = ResultStore(tmp_path / "results.db")
+    for label, drift in (("SFT", 80.0), ("Vaccine (rho=2)", 60.0)):
+        for seed in (0, 1):
+            metrics = {
+                "harmful_score": hs_value(label, 0.1, seed),
+                "finetune_accuracy": fa_value(label, 0.1, seed),
+                "embedding_drift": drift + 2.0 * seed,  # mean drift + 1, std sqrt(2)
+                "alignment_loss": 2.5 + 0.1 * seed,
+                "reference_alignment_loss": 2.0,  # rise 0.5 and 0.6
+            }
+            store.add({**make_row(label, 0.1, seed), "metrics": metrics})
+    markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    section = markdown.split("the paper's mechanism", 1)[1].split("###", 1)[0]
+    lines = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| ")}
+    assert "drift p=0.1" in lines["method"] and "loss rise p=0.1" in lines["method"]
+    assert lines["SFT"].startswith("| SFT | 81.0 ± 1.4 | 0.55 ± 0.07 |")
+    assert lines["Vaccine (rho=2)"].startswith("| Vaccine (rho=2) | 61.0 ± 1.4 | 0.55 ± 0.07 |")

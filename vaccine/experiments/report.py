@@ -13,7 +13,7 @@ import re
 import shutil
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -118,14 +118,22 @@ def _stats(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def metric_series(rows: list[dict[str, Any]], metric: str) -> plots.Series:
-    """label -> p -> (mean, std) over seeds of ``metrics[metric]``; rows without the metric are skipped."""
+def metric_series(rows: list[dict[str, Any]], metric: str | Callable[[dict], float | None]) -> plots.Series:
+    """label -> p -> (mean, std) over seeds of ``metrics[metric]`` (or of ``metric(metrics)``); rows without
+    the metric are skipped."""
+    read = metric if callable(metric) else (lambda metrics: metrics.get(metric))
     values: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        value = (row.get("metrics") or {}).get(metric)
+        value = read(row.get("metrics") or {})
         if value is not None:
             values[row["label"]][_p(row)].append(float(value))
     return {label: {p: _stats(v) for p, v in cells.items()} for label, cells in values.items()}
+
+
+def loss_rise(metrics: dict[str, Any]) -> float | None:
+    """How much the fine-tune raised the alignment loss over the aligned model's (nats/token)."""
+    after, before = metrics.get("alignment_loss"), metrics.get("reference_alignment_loss")
+    return None if after is None or before is None else after - before
 
 
 def curve_series(rows: list[dict[str, Any]], field: str) -> plots.Curves:
@@ -163,11 +171,11 @@ def cost_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None
 # -------------------------------------------------------------------------------------------- tables
 
 
-def _fmt(stats: tuple[float, float | None] | None) -> str:
+def _fmt(stats: tuple[float, float | None] | None, digits: int = 1) -> str:
     if stats is None:
         return MISSING
     mean, std = stats
-    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _average(cells: dict[float, tuple[float, float | None]], ps: list[float]) -> tuple[float | None, str]:
@@ -225,6 +233,25 @@ def _bold(grid: list[list[tuple[float | None, str]]], lower_is_better: list[bool
         ]
         for line in grid
     ]
+
+
+def mechanism_table(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> Table | None:
+    """The paper's mechanism, per method and p: the embedding drift of the served model from the aligned
+    one, and how much the fine-tune raised the alignment loss (mean ± std over seeds). Vaccine's claim is
+    that both stay lower than after SFT."""
+    drift = metric_series(rows, "embedding_drift")
+    rise = metric_series(rows, loss_rise)
+    if not drift and not rise:
+        return None
+    header = ["method", *(f"drift p={p:g}" for p in ps), *(f"loss rise p={p:g}" for p in ps)]
+    lines = [
+        [TableCell(label)]
+        + [TableCell(_fmt(drift.get(label, {}).get(p))) for p in ps]
+        + [TableCell(_fmt(rise.get(label, {}).get(p), digits=2)) for p in ps]
+        for label in labels
+        if label in drift or label in rise
+    ]
+    return Table(header, lines)
 
 
 def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> Table:
@@ -300,6 +327,7 @@ def _group_section(
     blocks: list[Block] = [("h2", f"{model} · {task} · n={n}")]
     blocks += _table_blocks(hs, fa, labels, ps, duplicates, intervals)
     blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, labels, references)
+    blocks += _mechanism_blocks(rows, labels, ps)
     figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
     pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where
@@ -326,6 +354,22 @@ def _table_blocks(
         note = f"{duplicates} duplicate evaluation(s) of the same method, p and seed: newest kept."
         blocks.append(("p", note))
     return blocks
+
+
+def _mechanism_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> list[Block]:
+    table = mechanism_table(rows, labels, ps)
+    if table is None:
+        return []
+    return [
+        ("h3", "Drift and alignment loss after fine-tuning (the paper's mechanism)"),
+        ("table", table),
+        (
+            "p",
+            "drift: mean L2 distance between the served and the aligned model's attention outputs on "
+            "alignment samples; loss rise: the alignment loss after fine-tuning minus the aligned model's "
+            "(nats/token). Mean ± std over seeds; no interval, so no ordering is read from this table alone.",
+        ),
+    ]
 
 
 def _metric_figures(
