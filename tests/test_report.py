@@ -160,6 +160,9 @@ def test_tsne_artifacts_are_embedded(tmp_path):
     assert (out / "figures" / "tsne_t.png").read_bytes() == PNG_MAGIC
     assert "Missing t-SNE files: gone.png" in markdown
     assert '<img src="figures/tsne_tsne.png"' in paths["html"].read_text(encoding="utf-8")
+    # no picture drawn at all (t-SNE disabled in the grid): no section, no list of missing files
+    markdown = build_report(rows[2:3], tmp_path / "none")["markdown"].read_text(encoding="utf-8")
+    assert "t-SNE" not in markdown
 
 
 def test_empty_store_is_a_clear_error(tmp_path):

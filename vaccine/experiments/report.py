@@ -430,7 +430,8 @@ def _cost_section(
 
 def _tsne_blocks(rows: list[dict[str, Any]], labels: list[str], out_dir: Path) -> list[Block]:
     """Copy every t-SNE PNG the rows list (once each; one picture may serve several rows) into the report's
-    figures/ folder, so the report folder stands alone, and embed it."""
+    figures/ folder, so the report folder stands alone, and embed it. When none was drawn (a grid with t-SNE
+    disabled, or not run that far) the section is left out rather than listing every picture as missing."""
     seen: set[Path] = set()
     images: list[Block] = []
     missing: list[str] = []
@@ -452,7 +453,7 @@ def _tsne_blocks(rows: list[dict[str, Any]], labels: list[str], out_dir: Path) -
             if source.resolve() != target.resolve():
                 shutil.copyfile(source, target)
             images.append(("img", (_rel(target, out_dir), f"t-SNE: {row['label']}, seed={row['seed']}")))
-    if not images and not missing:
+    if not images:
         return []
     note = [("p", f"Missing t-SNE files: {', '.join(missing)}")] if missing else []
     return [("h3", "t-SNE of alignment-data embeddings, before and after fine-tuning"), *images, *note]
