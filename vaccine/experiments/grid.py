@@ -157,6 +157,7 @@ TOP_KEYS = {
     "resources",
     "template",
     "dtype",
+    "reuse",
 }
 METHOD_KEYS = {"label", "align", "finetune", "posthoc"}
 
@@ -217,6 +218,7 @@ class GridConfig:
     resources: dict[str, dict[str, Any]] = field(default_factory=resource_defaults)
     template: str = same_as(ModelSettings, "template")
     dtype: str = same_as(ModelSettings, "dtype")
+    reuse: list[Path] = field(default_factory=list)  # other grids' `out`: their done stages are linked
     source: str = "<dict>"
 
     def cells(self) -> list[Cell]:
@@ -287,6 +289,16 @@ def _resources(given: Any, source: str) -> dict[str, dict[str, Any]]:
     return resources
 
 
+def _reuse(given: Any, source: str) -> list[Path]:
+    """The ``reuse:`` folders: other grids' ``out`` folders whose done stages this grid links instead of
+    computing them again (vaccine/experiments/reuse.py)."""
+    if given is None:
+        return []
+    if not isinstance(given, list) or not all(isinstance(folder, str) for folder in given):
+        raise ConfigError(f"{source}: reuse: a list of folders (other grids' 'out'); got {given!r}")
+    return [Path(folder) for folder in given]
+
+
 def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
     """Validate a grid given as a mapping (the parsed YAML)."""
     if not isinstance(raw, dict):
@@ -312,6 +324,7 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         **{name: _merge(name, defaults(), raw.get(name), source) for name, defaults in SECTIONS.items()},
         **{key: str(raw[key]) for key in ("template", "dtype") if key in raw},
         resources=_resources(raw.get("resources"), source),
+        reuse=_reuse(raw.get("reuse"), source),
         source=source,
     )
     align_lora = config.align["lora"]
@@ -325,6 +338,8 @@ def parse_grid(raw: dict[str, Any], source: str = "<dict>") -> GridConfig:
         raise ConfigError(
             f"{source}: report.references: '{unknown_refs[0]}' is not a method label of this grid"
         )
+    if config.out in config.reuse:
+        raise ConfigError(f"{source}: reuse: {config.out} is this grid's own 'out'")
     return config
 
 

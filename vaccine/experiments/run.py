@@ -25,6 +25,7 @@ from vaccine.experiments.execute import StageDone, draw_tsne, evaluate_cell, pac
 from vaccine.experiments.graph import cell_label, training_stages, tsne_jobs
 from vaccine.experiments.grid import GridConfig
 from vaccine.experiments.index import index_grid, store_path
+from vaccine.experiments.reuse import link_reused_stages
 from vaccine.experiments.stages import CellPlan, plan_cell
 from vaccine.experiments.store import ResultStore
 
@@ -120,6 +121,7 @@ def run_grid(grid: GridConfig, executor: Executor | None = None) -> dict[str, An
     """Run the grid (by default in this process); returns counts and the store path."""
     plans = [plan_cell(grid, cell) for cell in grid.cells()]  # validates everything up front
     grid.out.mkdir(parents=True, exist_ok=True)
+    link_reused_stages(grid, plans)
     versions = package_versions()
     store = index_grid(grid, plans, versions)
     todo = [plan for plan in plans if not store.has(plan.eval_key)]
