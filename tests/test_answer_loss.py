@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from test_trainer import TokenDataset, collate
 from transformers import AutoModelForCausalLM, Gemma2Config
 
-from vaccine.answer_loss import answer_token_loss, output_layer
+from vaccine.answer_loss import answer_token_loss, causal_lm_loss, output_layer
 
 
 def batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -70,3 +70,15 @@ def test_the_hook_is_removed_afterwards():
     answer_token_loss(model, batch())
     assert not output_layer(model)._forward_pre_hooks
     assert model(**batch()).logits.shape[:2] == batch()["input_ids"].shape
+
+
+def test_a_methods_extra_pass_takes_the_same_loss_with_or_without_a_reachable_head(monkeypatch):
+    """causal_lm_loss (Booster's harmful passes, T-Vaccine's probe) is the model's own loss; a model that
+    exposes no output layer falls back to computing it the model's way."""
+    model = lora(make_tiny_model("llama")).eval()
+    inputs = batch()
+    expected = model(**inputs).loss
+    torch.testing.assert_close(causal_lm_loss(model, inputs), expected, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(type(model), "get_output_embeddings", lambda self: None, raising=False)
+    assert output_layer(model) is None
+    torch.testing.assert_close(causal_lm_loss(model, inputs), expected, rtol=0, atol=0)

@@ -66,3 +66,12 @@ def answer_token_loss(
         total = F.cross_entropy(logits, chosen, reduction="sum")
         loss = total / torch.as_tensor(num_items_in_batch, device=total.device)
     return loss, outputs
+
+
+def causal_lm_loss(model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+    """The mean answer-token loss of ``inputs`` (labels included) for the passes a method adds to a step
+    (a harmful gradient, a probe): the head on answer tokens when the model exposes it, else the model's
+    own loss."""
+    if output_layer(model) is None:
+        return model(**inputs).loss
+    return answer_token_loss(model, inputs)[0]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vaccine.answer_loss import causal_lm_loss
 from vaccine.data.paired import split_paired
 from vaccine.methods.paired import PairedTrainer
 
@@ -80,7 +81,7 @@ class BoosterTrainer(PairedTrainer):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The harmful loss and its gradient with respect to ``params``, parameters' ``.grad`` untouched."""
         with self.compute_loss_context_manager():
-            loss = model(**harmful).loss
+            loss = causal_lm_loss(model, harmful)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         return loss.detach(), [
             torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)

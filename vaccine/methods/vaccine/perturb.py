@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vaccine.answer_loss import causal_lm_loss
 from vaccine.errors import ConfigError
 from vaccine.vision.structure import is_inside, language_model_prefix
 
@@ -190,7 +191,7 @@ def layer_gradient_norms(
     squared = torch.zeros(len(modules), dtype=torch.float64)
     for batch in batches:
         with capture_outputs(modules) as outputs:
-            loss = model(**batch).loss
+            loss = causal_lm_loss(model, batch)
             grads = torch.autograd.grad(loss, outputs, allow_unused=True)
         squared += torch.tensor([0.0 if g is None else float(g.double().pow(2).sum()) for g in grads])
     return squared.sqrt()
