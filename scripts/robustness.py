@@ -3,9 +3,10 @@ attacked at several fine-tuning learning rates at one p, each evaluated on the g
 learning rate, the paired HS difference (method - reference) over seeds and prompts, as a table and a curve.
 
 Follow-up papers (Antidote, Panacea, TamperBench) report that alignment-stage defenses give way under a larger
-fine-tuning learning rate; this shows where the margin holds. The grid's alignments are reused (its stage
-folders are the cache), the attacks and evaluations land beside them, and each row is kept in
-OUT/results.sqlite, so a killed run resumes.
+fine-tuning learning rate; this shows where the margin holds. Each learning rate runs as a grid under
+OUT/runs that reuses the original grid's stages (`reuse:`: its alignments, and its own cells at its own
+learning rate), so nothing is computed twice, the original grid's report keeps only its own cells, and a
+killed run resumes.
 
     python scripts/robustness.py configs/evidence.yaml --lrs 1e-4,1e-3,3e-3 --p 0.1 \
         --methods SFT,Vaccine --out docs/results/evidence/robustness
@@ -22,35 +23,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
 
 from vaccine.experiments.comparisons import cell_stats, comparisons  # noqa: E402
-from vaccine.experiments.execute import package_versions  # noqa: E402
 from vaccine.experiments.grid import parse_grid  # noqa: E402
-from vaccine.experiments.run import run_cell  # noqa: E402
+from vaccine.experiments.index import store_path  # noqa: E402
+from vaccine.experiments.run import run_grid  # noqa: E402
 from vaccine.experiments.stages import plan_cell  # noqa: E402
 from vaccine.experiments.store import ResultStore  # noqa: E402
 from vaccine.io import write_text_atomic  # noqa: E402
 
 
-def attacked_rows(config: Path, lr: float, p: float, methods: list[str], store: ResultStore) -> list[dict]:
-    """The grid's cells of ``methods`` at ``p``, attacked at learning rate ``lr`` (computed once, then read
-    from ``store``)."""
+def attacked_rows(config: Path, lr: float, p: float, methods: list[str], out: Path) -> list[dict]:
+    """The grid's cells of ``methods`` at ``p``, attacked at learning rate ``lr``. They run as a grid of
+    their own under ``out/runs`` that reuses the original grid's stages (its alignments, and the cells of
+    its own learning rate), so the original grid's folder and report hold only its own cells."""
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    original = parse_grid(raw, str(config))
     raw["p"] = [p]
     raw["methods"] = [m for m in raw["methods"] if m["label"] in methods]
     raw["finetune"] = {**(raw.get("finetune") or {}), "lr": lr}
+    raw["name"] = f"{original.name}-attack-lr{lr:g}"
+    raw["out"] = str(out / "runs")
+    raw["reuse"] = [str(original.out), *map(str, original.reuse)]
     grid = parse_grid(raw, str(config))
-    plans = [plan_cell(grid, cell) for cell in grid.cells()]
-    versions = package_versions()
-    rows = []
-    with tqdm(total=len(plans), desc=f"attack lr {lr:g}", unit="cell") as bar:
-        for plan in plans:
-            if not store.has(plan.eval_key):
-                store.add(run_cell(plan, bar, grid.out, versions))
-            rows.append(store.get(plan.eval_key))
-            bar.update(1)
-    return rows
+    run_grid(grid)
+    store = ResultStore(store_path(grid))
+    return [store.get(plan_cell(grid, cell).eval_key) for cell in grid.cells()]
 
 
 def margins(rows: list[dict[str, Any]], methods: list[str], p: float) -> dict[str, Any]:
@@ -113,9 +111,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/robustness"))
     args = parser.parse_args()
     methods = args.methods.split(",")
-    store = ResultStore(args.out / "results.sqlite")
     results = {
-        float(lr): attacked_rows(args.config, float(lr), args.p, methods, store) for lr in args.lrs.split(",")
+        float(lr): attacked_rows(args.config, float(lr), args.p, methods, args.out)
+        for lr in args.lrs.split(",")
     }
     table = margin_table(results, methods, args.p)
     write_text_atomic(args.out / "margin.md", table)

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from vaccine.experiments.grid import parse_grid
+from vaccine.experiments.index import store_path
+from vaccine.experiments.run import run_grid
+from vaccine.experiments.store import ResultStore
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
@@ -27,18 +32,24 @@ def test_robustness_reuses_the_grid_alignments_and_reports_a_margin_per_learning
     monkeypatch.syspath_prepend(str(SCRIPTS))
     import robustness
 
-    raw = {**raw_grid, "seeds": [1, 2], "tsne": {"enabled": False}}
+    methods, out = ["SFT", "Vaccine"], tmp_path / "robust"
+    raw = {**raw_grid, "seeds": [1, 2], "p": [0.5], "tsne": {"enabled": False}}
+    raw["methods"] = [m for m in raw["methods"] if m["label"] in methods]
     config = tmp_path / "grid.yaml"
     config.write_text(yaml.safe_dump(raw))
-    store = robustness.ResultStore(tmp_path / "robust" / "results.sqlite")
-    methods = ["SFT", "Vaccine"]
-    results = {lr: robustness.attacked_rows(config, lr, 0.5, methods, store) for lr in (1e-3, 1e-2)}
-    alignments = list((Path(raw["out"]) / "align").glob("*/summary.json"))
-    assert len(alignments) == 4  # SFT and Vaccine x 2 seeds, shared by both learning rates
-    assert len(store) == 8 and all(len(rows) == 4 for rows in results.values())
+    original = parse_grid(raw)
+    assert run_grid(original)["computed"] == 4
+    # the grid's own learning rate (0.01) and a gentler one
+    results = {lr: robustness.attacked_rows(config, lr, 0.5, methods, out) for lr in (1e-3, 1e-2)}
+    assert all(len(rows) == 4 for rows in results.values())
+    linked = [path for path in (out / "runs" / "align").iterdir() if path.is_symlink()]
+    assert len(linked) == 4  # SFT and Vaccine x 2 seeds: the grid's alignments, computed once
+    assert len(list((out / "runs" / "finetune").iterdir())) == 8  # 4 new attacks, 4 linked
+    assert {r["key"] for r in results[1e-2]} == {r["key"] for r in ResultStore(store_path(original)).rows()}
+    assert len(list((original.out / "eval").glob("*.row.json"))) == 4  # the grid keeps only its own rows
     table = robustness.margin_table(results, methods, 0.5)
     assert table.count("\n") == 4 and "Vaccine - SFT" in table and "| 0.01 |" in table
     assert robustness.margin_plot(results, methods, 0.5, tmp_path / "margin.png").stat().st_size > 0
-    again = robustness.attacked_rows(config, 1e-3, 0.5, methods, store)  # computed once: read back
+    again = robustness.attacked_rows(config, 1e-3, 0.5, methods, out)  # computed once: read back
     assert [r["key"] for r in again] == [r["key"] for r in results[1e-3]]
     sys.modules.pop("robustness", None)
