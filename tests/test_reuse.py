@@ -4,6 +4,7 @@ reused cells enter the new grid's report exactly as they were measured."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -42,6 +43,15 @@ def test_a_grid_takes_the_stages_an_earlier_grid_computed(raw_grid, tmp_path):
         assert after[label]["metrics"] == before[label]["metrics"]
         assert after[label]["versions"] == before[label]["versions"]
     assert run_grid(second)["computed"] == 0  # links count as done from then on
+    # the first grid deleted: the rows were copied, so the second grid loses no result
+    shutil.rmtree(first.out)
+    assert run_grid(second)["computed"] == 0 and sorted(rows_by_label(second.out)) == sorted(after)
+    # and a stage it needs again (a new p for SFT) is computed here, the dangling link replaced
+    third = parse_grid(
+        {**wider, "p": [0.25], "methods": raw_grid["methods"][1:2], "tsne": {"enabled": False}}
+    )
+    assert run_grid(third)["computed"] == 1
+    assert not any(path.is_symlink() for path in (second.out / "align").iterdir())
 
 
 def test_a_stage_in_progress_here_is_not_replaced_by_a_link(raw_grid, tmp_path):

@@ -50,8 +50,11 @@ def link_reused_stages(grid: GridConfig, plans: list[CellPlan]) -> int:
 
 def _missing_here_done_there(grid: GridConfig, path: Path, done: Callable[[Path], bool]) -> Path | None:
     """The same stage under the first ``reuse`` folder where it is ``done``; None when ``path`` exists
-    here (computed, in progress or linked before) or nowhere is it done."""
-    if path.exists() or path.is_symlink():
+    here (computed, in progress or linked before) or nowhere is it done. A link whose target was deleted
+    is removed first."""
+    if path.is_symlink() and not path.exists():
+        path.unlink()  # a link into a folder since deleted: link again, or compute here
+    if path.exists():
         return None
     relative = path.relative_to(grid.out)
     return next((root / relative for root in grid.reuse if done(root / relative)), None)
