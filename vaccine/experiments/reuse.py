@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from vaccine.experiments.graph import training_stages
 from vaccine.experiments.grid import GridConfig
 from vaccine.experiments.stages import CellPlan, is_done, row_path
+from vaccine.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ def link_reused_stages(grid: GridConfig, plans: list[CellPlan]) -> int:
         source = _missing_here_done_there(grid, eval_json, lambda path: row_path(path).is_file())
         if source is not None:
             _link(eval_json, source)
-            partial = row_path(eval_json).with_suffix(".partial")
-            shutil.copyfile(row_path(source), partial)
-            os.replace(partial, row_path(eval_json))
+            write_text_atomic(row_path(eval_json), row_path(source).read_text(encoding="utf-8"))
             linked += 1
     if linked:
         log.info("%s: %d stages taken from %s", grid.name, linked, ", ".join(map(str, grid.reuse)))
