@@ -3,7 +3,6 @@ reused cells enter the new grid's report exactly as they were measured."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
@@ -12,14 +11,13 @@ from vaccine.errors import ConfigError
 from vaccine.experiments.grid import parse_grid
 from vaccine.experiments.reuse import link_reused_stages
 from vaccine.experiments.run import run_grid, stage_times_path
-from vaccine.experiments.stages import plan_cell
+from vaccine.experiments.stages import plan_cell, read_jsonl
 from vaccine.experiments.store import ResultStore
 
 
 def stages_run(out) -> list[str]:
     """The stages a grid computed itself, from its stage-times log."""
-    lines = stage_times_path(out).read_text().splitlines() if stage_times_path(out).is_file() else []
-    return sorted(json.loads(line)["stage"] for line in lines)
+    return sorted(row["stage"] for row in read_jsonl(stage_times_path(out)))
 
 
 def rows_by_label(out) -> dict[str, dict]:
