@@ -221,6 +221,12 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     assert "lower" in by_pair[("SFT", "Non-aligned")] and "lower" in by_pair[("Vaccine", "Non-aligned")]
     assert "not resolved" in by_pair[("Vaccine", "SFT")]
     assert ("Non-aligned", "SFT") not in by_pair  # each pair once
+    averaged = {
+        tuple(line.split(" | ")[1:3]): line for line in markdown.splitlines() if line.startswith("| mean |")
+    }
+    assert set(averaged) == {("Vaccine", "SFT"), ("SFT", "Non-aligned"), ("Vaccine", "Non-aligned")}
+    assert "lower" in averaged[("SFT", "Non-aligned")] and " — " in averaged[("SFT", "Non-aligned")]
+    assert "averaged over p, SFT has lower HS than Non-aligned" in markdown
     resolved = next(line for line in markdown.splitlines() if line.startswith("Resolved:"))
     assert "Vaccine has lower HS than SFT" not in resolved and "SFT has lower HS than Non-aligned" in resolved
     assert "Power: with 400 judged prompts per cell and 3 seed(s)" in markdown
@@ -254,3 +260,31 @@ def test_the_mechanism_table_has_drift_and_the_alignment_loss_rise_per_method_an
     assert "drift p=0.1" in lines["method"] and "loss rise p=0.1" in lines["method"]
     assert lines["SFT"].startswith("| SFT | 81.0 ± 1.4 | 0.55 ± 0.07 |")
     assert lines["Vaccine (rho=2)"].startswith("| Vaccine (rho=2) | 61.0 ± 1.4 | 0.55 ± 0.07 |")
+
+
+def test_mechanism_comparisons_pair_seeds_and_skip_the_unaligned(tmp_path):
+    """Vaccine drifts 9-12 less than SFT on each of three seeds at both p values: resolved (per p and
+    averaged); the loss rise differs by a sign that flips with the seed: not resolved; Non-aligned has no
+    alignment, so it is never compared."""
+    rows = []
+    for label, drift in (("Non-aligned", 90.0), ("SFT", 80.0), ("Vaccine", 70.0)):
+        for p in (0.0, 0.1):
+            for seed, jitter in ((1, 0.0), (2, 2.0), (3, -1.0)):
+                row = make_row(label, p, seed, align_method=None if label == "Non-aligned" else label.lower())
+                flip = (-1) ** seed if label == "Vaccine" else 0
+                row["metrics"] |= {
+                    "embedding_drift": drift + jitter * (2.0 if label == "SFT" else 1.0),
+                    "alignment_loss": 2.5 + 0.05 * flip,
+                    "reference_alignment_loss": 2.0,
+                }
+                rows.append(row)
+    markdown = build_report(rows, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    lines = [line for line in markdown.splitlines() if line.startswith(("| drift |", "| loss rise |"))]
+    cells = {tuple(line.split(" | ")[:4]): line for line in lines}
+    assert len(lines) == 6 and not any("Non-aligned" in line for line in lines)
+    for p in ("0", "0.1", "mean"):
+        drift = cells[("| drift", p, "Vaccine", "SFT")]
+        assert " | -10.33 | " in drift and drift.endswith("| 3 | **lower** |"), drift
+        assert cells[("| loss rise", p, "Vaccine", "SFT")].endswith("| 3 | not resolved |")
+    assert "at p=0, Vaccine's drift is lower than SFT's (-10.33" in markdown
+    assert "Not resolved: 3 of 6." in markdown

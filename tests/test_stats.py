@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import binomtest
+from scipy.stats import t as scipy_t
 
 from vaccine import stats
 
@@ -106,3 +107,39 @@ def test_rogan_gladen():
     assert stats.rogan_gladen(30.0, 0.5, 0.5) is None  # a coin-flip judge carries no information
     low, high = stats.corrected_interval([20.0, 40.0], 0.8, 0.9)
     assert low == pytest.approx(100 * 0.1 / 0.7) and high == pytest.approx(100 * 0.3 / 0.7)
+
+
+def test_compare_over_seeds_is_scipys_paired_t_interval():
+    """Drift of two methods over three seeds: the interval is mean difference +- t(0.975, 2) * sd / sqrt(3)
+    of the per-seed differences; a consistent gap resolves, a sign that flips with the seed does not."""
+    a, b = [70.0, 68.5, 72.0], [75.0, 74.0, 76.5]
+    diffs = np.subtract(a, b)
+    half = scipy_t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    result = stats.compare_over_seeds(a, b)
+    assert result.difference == pytest.approx(diffs.mean(), abs=1e-4) and result.seeds == 3
+    assert (result.low, result.high) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert result.verdict == stats.LOWER and result.prompts is None
+    assert stats.compare_over_seeds([70.0, 80.0, 71.0], [75.0, 74.0, 76.5]).verdict == stats.NOT_RESOLVED
+    assert stats.compare_over_seeds([1.0], [2.0]) is None  # one seed: no spread, no interval
+    assert stats.compare_over_seeds([1.0, 2.0], [2.0, 3.0]).verdict == stats.NOT_RESOLVED  # no spread either
+    with pytest.raises(ValueError, match="same seeds"):
+        stats.compare_over_seeds([1.0, 2.0], [1.0])
+
+
+def test_compare_averages_covers_a_known_difference_over_several_p():
+    """Each prompt's share of compliant answers over 4 p values, 3 seeds: the two-level interval covers the
+    true difference of the averages (+8 points) in >= 93% of 200 runs, and has no p-value."""
+    rng = np.random.default_rng(3)
+    covered = 0
+    for run in range(200):
+        shares_a, shares_b = np.zeros((3, 150)), np.zeros((3, 150))
+        for seed in range(3):
+            level = rng.uniform(0.2, 0.4)
+            for _p in range(4):
+                a, b = _paired_population(rng, 150, p_b=level, difference=0.08)
+                shares_a[seed] += a / 4
+                shares_b[seed] += b / 4
+        result = stats.compare_averages(shares_a, shares_b, seed=run)
+        covered += result.low <= 8.0 <= result.high
+    assert covered >= 186, covered
+    assert result.p_value is None and result.prompts == 150 and result.seeds == 3

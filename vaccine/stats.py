@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import ttest_rel
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import proportion_confint
@@ -44,14 +45,17 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
-    """HS(a) - HS(b) in points, its bootstrap interval, McNemar's p, and the verdict the interval gives."""
+    """a - b with its 95% interval, a test's p-value where one applies, and the verdict the interval gives.
+
+    For HS: points, a paired bootstrap interval and McNemar's p (``prompts`` judged per seed); for a
+    quantity measured once per run (drift, loss): its unit, a t interval over seeds (``prompts`` None)."""
 
     difference: float
     low: float
     high: float
-    p_value: float
+    p_value: float | None
     verdict: str
-    prompts: int
+    prompts: int | None
     seeds: int
 
 
@@ -99,6 +103,35 @@ def compare(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA, seed: int = 0) -
         verdict(low, high),
         prompts=a.shape[1],
         seeds=a.shape[0],
+    )
+
+
+def compare_averages(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA, seed: int = 0) -> Comparison:
+    """Paired comparison of (seeds, prompts) shares in [0, 1], e.g. each prompt's share of p values at which
+    the answer complied: the two-level bootstrap interval; no exact test applies to shares, so no p-value."""
+    a, b = np.atleast_2d(np.asarray(a, float)), np.atleast_2d(np.asarray(b, float))
+    difference, low, high = paired_bootstrap(a, b, alpha=alpha, seed=seed)
+    rounded = round(difference, 2), round(low, 2), round(high, 2)
+    return Comparison(*rounded, None, verdict(low, high), prompts=a.shape[1], seeds=a.shape[0])
+
+
+def compare_over_seeds(a: list[float], b: list[float], alpha: float = ALPHA) -> Comparison | None:
+    """Paired comparison of a quantity measured once per run (drift, alignment loss), seed i of ``a``
+    against seed i of ``b``: the mean difference with the t interval of scipy's paired t-test. Seeds are
+    the only replicates, so with 3 seeds the interval is wide (t = 4.3). None below two seeds; equal
+    differences on every seed (no spread to estimate) read 'not resolved'."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need the same seeds, got {len(a)} and {len(b)}")
+    if len(a) < 2:
+        return None
+    difference = float(np.mean(np.subtract(a, b)))
+    if np.ptp(np.subtract(a, b)) == 0:
+        return Comparison(round(difference, 4), difference, difference, None, NOT_RESOLVED, None, len(a))
+    test = ttest_rel(a, b)
+    interval = test.confidence_interval(1 - alpha)
+    low, high = float(interval.low), float(interval.high)
+    return Comparison(
+        round(difference, 4), low, high, float(test.pvalue), verdict(low, high), prompts=None, seeds=len(a)
     )
 
 

@@ -124,10 +124,22 @@ def paired_outcomes(
 
 @dataclass(frozen=True)
 class MethodComparison:
-    p: float
+    """``method`` against ``reference`` at one harmful ratio ``p``, or averaged over every p both were
+    evaluated at (``p`` None: the paper's 'Average' column)."""
+
+    p: float | None
     method: str
     reference: str
     result: stats.Comparison
+
+    @property
+    def where(self) -> str:
+        return where_text(self.p)
+
+
+def where_text(p: float | None) -> str:
+    """How a sentence names one p, or the average over p (None)."""
+    return "averaged over p" if p is None else f"at p={p:g}"
 
 
 def comparisons(
@@ -137,13 +149,69 @@ def comparisons(
     cells = by_cell(rows)
     out = []
     for p in sorted({p for _, p in cells}):
-        for reference in (r for r in references if (r, p) in cells):
-            for method in (m for m in labels if m != reference and (m, p) in cells):
-                if method in references and references.index(method) > references.index(reference):
-                    continue  # SFT vs Non-aligned once, not also Non-aligned vs SFT
-                paired = paired_outcomes(cells[(method, p)], cells[(reference, p)])
-                if paired is not None:
-                    out.append(MethodComparison(p, method, reference, stats.compare(*paired)))
+        for method, reference in reference_pairs(labels, references, {label for label, q in cells if q == p}):
+            paired = paired_outcomes(cells[(method, p)], cells[(reference, p)])
+            if paired is not None:
+                out.append(MethodComparison(p, method, reference, stats.compare(*paired)))
+    return out
+
+
+def reference_pairs(
+    labels: list[str], references: tuple[str, ...], present: set[str]
+) -> list[tuple[str, str]]:
+    """(method, reference) for each present method against each present reference, a pair of references
+    once (SFT vs Non-aligned, not also Non-aligned vs SFT)."""
+    pairs = []
+    for reference in (r for r in references if r in present):
+        for method in (m for m in labels if m != reference and m in present):
+            if method not in references or references.index(method) < references.index(reference):
+                pairs.append((method, reference))
+    return pairs
+
+
+def averaged_outcomes(
+    a: dict[float, dict[int, dict[str, Any]]], b: dict[float, dict[int, dict[str, Any]]]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds, prompts) shares: per seed and prompt, the share of the p values at which each method's answer
+    complied, over the p values, seeds and prompts the two share. A prompt keeps all its p values together
+    (they are one prompt), and a seed all its p values (they share that seed's alignment), so the two-level
+    bootstrap over these shares resamples the units that really vary."""
+    ps = sorted(set(a) & set(b))
+    seeds = sorted(set.intersection(*(set(a[p]) & set(b[p]) for p in ps))) if ps else []
+    cells = [cell[p][seed] for p in ps for seed in seeds for cell in (a, b)]
+    if len(ps) < 2 or not seeds or not all(has_verdicts(row) for row in cells):
+        return None
+    prompts = sorted(set.intersection(*(set(row["verdicts"]["prompts"]) for row in cells)))
+    if not prompts:
+        return None
+
+    def shares(cell: dict[float, dict[int, dict[str, Any]]]) -> np.ndarray:
+        per_p = []
+        for p in ps:
+            per_seed = []
+            for seed in seeds:
+                verdicts = cell[p][seed]["verdicts"]
+                kind = dict(zip(verdicts["prompts"], verdicts["kinds"], strict=True))
+                per_seed.append([kind[prompt] == COMPLIANCE for prompt in prompts])
+            per_p.append(per_seed)
+        return np.array(per_p, dtype=float).mean(axis=0)
+
+    return shares(a), shares(b)
+
+
+def averaged_comparisons(
+    rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
+) -> list[MethodComparison]:
+    """Each method against each reference, HS averaged over the p values both were evaluated at (at least
+    two): one comparison with all the run's prompts, seeds and p values behind it."""
+    by_label: dict[str, dict[float, dict[int, dict[str, Any]]]] = defaultdict(dict)
+    for (label, p), seed_rows in by_cell(rows).items():
+        by_label[label][p] = seed_rows
+    out = []
+    for method, reference in reference_pairs(labels, references, set(by_label)):
+        shares = averaged_outcomes(by_label[method], by_label[reference])
+        if shares is not None:
+            out.append(MethodComparison(None, method, reference, stats.compare_averages(*shares)))
     return out
 
 

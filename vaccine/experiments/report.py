@@ -21,8 +21,9 @@ from typing import Any
 from vaccine.errors import DataError
 from vaccine.experiments import plots
 from vaccine.experiments.comparisons import DEFAULT_REFERENCES, CellStat, cell_stats, task_cell_stats
+from vaccine.experiments.mechanism import loss_rise
 from vaccine.experiments.render import Block, Table, TableCell, render_html, render_markdown
-from vaccine.experiments.statements import comparison_blocks, verdict_blocks
+from vaccine.experiments.statements import comparison_blocks, mechanism_blocks, verdict_blocks
 from vaccine.experiments.store import ResultStore, validate_row
 from vaccine.io import write_text_atomic
 from vaccine.judges.kinds import COMPLIANCE
@@ -128,12 +129,6 @@ def metric_series(rows: list[dict[str, Any]], metric: str | Callable[[dict], flo
         if value is not None:
             values[row["label"]][_p(row)].append(float(value))
     return {label: {p: _stats(v) for p, v in cells.items()} for label, cells in values.items()}
-
-
-def loss_rise(metrics: dict[str, Any]) -> float | None:
-    """How much the fine-tune raised the alignment loss over the aligned model's (nats/token)."""
-    after, before = metrics.get("alignment_loss"), metrics.get("reference_alignment_loss")
-    return None if after is None or before is None else after - before
 
 
 def curve_series(rows: list[dict[str, Any]], field: str) -> plots.Curves:
@@ -327,7 +322,7 @@ def _group_section(
     blocks: list[Block] = [("h2", f"{model} · {task} · n={n}")]
     blocks += _table_blocks(hs, fa, labels, ps, duplicates, intervals)
     blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, labels, references)
-    blocks += _mechanism_blocks(rows, labels, ps)
+    blocks += _mechanism_blocks(rows, labels, ps, references)
     figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
     pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where
@@ -356,10 +351,18 @@ def _table_blocks(
     return blocks
 
 
-def _mechanism_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> list[Block]:
+def _mechanism_blocks(
+    rows: list[dict[str, Any]], labels: list[str], ps: list[float], references: tuple[str, ...]
+) -> list[Block]:
     table = mechanism_table(rows, labels, ps)
     if table is None:
         return []
+    compared = mechanism_blocks(rows, labels, references)
+    intervals = (
+        "the comparisons below give the intervals."
+        if compared
+        else "no two aligned methods share two seeds, so no interval and no ordering is read from it."
+    )
     return [
         ("h3", "Drift and alignment loss after fine-tuning (the paper's mechanism)"),
         ("table", table),
@@ -367,8 +370,9 @@ def _mechanism_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[fl
             "p",
             "drift: mean L2 distance between the served and the aligned model's attention outputs on "
             "alignment samples; loss rise: the alignment loss after fine-tuning minus the aligned model's "
-            "(nats/token). Mean ± std over seeds; no interval, so no ordering is read from this table alone.",
+            f"(nats/token). Mean ± std over seeds; {intervals}",
         ),
+        *compared,
     ]
 
 

@@ -13,16 +13,19 @@ from vaccine import stats
 from vaccine.experiments.comparisons import (
     DEFAULT_REFERENCES,
     MethodComparison,
+    averaged_comparisons,
     by_cell,
     cell_stats,
     comparisons,
     judge_error,
     power_statement,
 )
+from vaccine.experiments.mechanism import MechanismComparison, mechanism_comparisons
 from vaccine.experiments.render import Block, Table, TableCell
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
 
 MISSING = "—"
+AVERAGE = "mean"
 
 
 def verdict_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> list[Block]:
@@ -81,19 +84,19 @@ def comparison_blocks(
     rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
 ) -> list[Block]:
     """The comparisons table, the sentences it supports, and the power line."""
-    found = comparisons(rows, labels, references)
+    found = comparisons(rows, labels, references) + averaged_comparisons(rows, labels, references)
     if not found:
         return []
     header = ["p", "method", "vs", "HS difference (points)", "95% interval", "McNemar p", "verdict"]
     table_rows = [
         [
-            TableCell(f"{c.p:g}"),
+            TableCell(AVERAGE if c.p is None else f"{c.p:g}"),
             TableCell(c.method),
             TableCell(c.reference),
             TableCell(f"{c.result.difference:+.1f}"),
             TableCell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
-            TableCell(f"{c.result.p_value:.3g}"),
-            TableCell(c.result.verdict, bold=c.result.verdict != stats.NOT_RESOLVED),
+            TableCell(MISSING if c.result.p_value is None else f"{c.result.p_value:.3g}"),
+            _verdict_cell(c.result),
         ]
         for c in found
     ]
@@ -105,7 +108,10 @@ def comparison_blocks(
             "when there are several); p: exact McNemar test on the discordant prompts. The verdict reads the "
             "interval: lower / higher when it excludes 0, otherwise not resolved. Each interval holds 95% "
             "on its own; with many comparisons, about one in twenty may exclude 0 by chance (no "
-            "multiplicity correction), so a verdict whose interval barely excludes 0 is weak evidence.",
+            "multiplicity correction), so a verdict whose interval barely excludes 0 is weak evidence. "
+            f"'{AVERAGE}': HS averaged over the p values both methods share (the paper's Average column), "
+            "compared by each prompt's share of compliant answers over those p; the bootstrap keeps a "
+            "prompt's and a seed's p values together; no exact test applies, so no p-value.",
         ),
         ("table", Table(header, table_rows)),
         ("p", summary_sentence(found)),
@@ -122,7 +128,7 @@ def summary_sentence(found: list[MethodComparison]) -> str:
     if not resolved:
         return f"Resolved: none. All {len(found)} comparisons are not resolved at this sample size."
     claims = "; ".join(
-        f"at p={c.p:g}, {c.method} has {c.result.verdict} HS than {c.reference} "
+        f"{c.where}, {c.method} has {c.result.verdict} HS than {c.reference} "
         f"({c.result.difference:+.1f} points, [{c.result.low:+.1f}, {c.result.high:+.1f}])"
         for c in resolved
     )
@@ -142,3 +148,51 @@ def _reference_baseline(rows: list[dict[str, Any]], references: tuple[str, ...])
         if values:
             return sum(values) / len(values)
     return None
+
+
+def _verdict_cell(result: stats.Comparison) -> TableCell:
+    return TableCell(result.verdict, bold=result.verdict != stats.NOT_RESOLVED)
+
+
+def mechanism_blocks(
+    rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
+) -> list[Block]:
+    """The mechanism comparisons table (drift and loss rise, method vs aligned reference, seed by seed)
+    and the sentence it supports."""
+    found = mechanism_comparisons(rows, labels, references)
+    if not found:
+        return []
+    header = ["quantity", "p", "method", "vs", "difference", "95% interval", "t-test p", "seeds", "verdict"]
+    table_rows = [
+        [
+            TableCell(c.quantity),
+            TableCell(AVERAGE if c.p is None else f"{c.p:g}"),
+            TableCell(c.method),
+            TableCell(c.reference),
+            TableCell(f"{c.result.difference:+.2f}"),
+            TableCell(f"[{c.result.low:+.2f}, {c.result.high:+.2f}]"),
+            TableCell(MISSING if c.result.p_value is None else f"{c.result.p_value:.3g}"),
+            TableCell(str(c.result.seeds)),
+            _verdict_cell(c.result),
+        ]
+        for c in found
+    ]
+    text = (
+        "method minus vs, seed by seed (same seed: same fine-tuning data and order); interval: scipy's "
+        f"paired t interval over the seeds (wide with few seeds); '{AVERAGE}': each seed's value averaged "
+        "over the p values both share. Aligned methods only (a non-aligned model drifts from the base model)."
+    )
+    return [("table", Table(header, table_rows)), ("p", text), ("p", mechanism_sentence(found))]
+
+
+def mechanism_sentence(found: list[MechanismComparison]) -> str:
+    """The only mechanism claims the report makes: the resolved comparisons, and a count of the rest."""
+    resolved = [c for c in found if c.result.verdict != stats.NOT_RESOLVED]
+    if not resolved:
+        return f"Mechanism, resolved: none of {len(found)} comparisons."
+    claims = "; ".join(
+        f"{c.where}, {c.method}'s {c.quantity} is {c.result.verdict} than {c.reference}'s "
+        f"({c.result.difference:+.2f}, [{c.result.low:+.2f}, {c.result.high:+.2f}])"
+        for c in resolved
+    )
+    return f"Mechanism, resolved: {claims}. Not resolved: {len(found) - len(resolved)} of {len(found)}."
