@@ -58,69 +58,20 @@ CHAT_TEMPLATE = (
 def tiny_config(arch: str):
     """A 2-layer, 32-wide config of the given architecture; all share the same small vocabulary."""
     common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    if arch == "llama":
-        return LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if arch == "qwen2":
-        return Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if arch == "mistral":
-        return MistralConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
-    if arch == "gemma":
-        return GemmaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=256,
-            **common,
-        )
-    if arch == "gpt2":
-        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common)
-    if arch == "opt":
-        return OPTConfig(
-            hidden_size=32,
-            ffn_dim=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            word_embed_proj_dim=32,
-            **common,
-        )
-    if arch == "gpt_neox":
-        return GPTNeoXConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            **common,
-        )
-    raise ValueError(arch)
+    decoder = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=256)
+    grouped = dict(decoder, intermediate_size=64, num_key_value_heads=2)  # llama-style, grouped-query
+    configs = {
+        "llama": lambda: LlamaConfig(**grouped, **common),
+        "qwen2": lambda: Qwen2Config(**grouped, **common),
+        "mistral": lambda: MistralConfig(**grouped, **common),
+        "gemma": lambda: GemmaConfig(**grouped, head_dim=8, **common),
+        "gpt2": lambda: GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=256, **common),
+        "opt": lambda: OPTConfig(**decoder, ffn_dim=64, word_embed_proj_dim=32, **common),
+        "gpt_neox": lambda: GPTNeoXConfig(**decoder, intermediate_size=64, **common),
+    }
+    if arch not in configs:
+        raise ValueError(arch)
+    return configs[arch]()
 
 
 ARCHS = ["llama", "qwen2", "mistral", "gemma", "gpt2", "opt", "gpt_neox"]

@@ -229,7 +229,7 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     assert "averaged over p, SFT has lower HS than Non-aligned" in markdown
     resolved = next(line for line in markdown.splitlines() if line.startswith("Resolved:"))
     assert "Vaccine has lower HS than SFT" not in resolved and "SFT has lower HS than Non-aligned" in resolved
-    assert "Power: with 400 judged prompts per cell and 3 seed(s)" in markdown
+    assert "Power: with 400 judged prompts per run and 3 seed(s) in the thinnest cell (1200" in markdown
     assert "HS judge-corrected" in markdown and "Rogan-Gladen" in markdown
     kinds_table = [line for line in markdown.splitlines() if line.startswith("| SFT | 0 |")][0]
     assert kinds_table.count("[") == 4  # HS, refusal, other and the corrected HS, each with an interval

@@ -220,12 +220,13 @@ def power_statement(rows: list[dict[str, Any]], baseline: float) -> str | None:
     sizes = [len(r["verdicts"]["kinds"]) for r in rows if has_verdicts(r)]
     if not sizes:
         return None
-    seeds = len({int(r["seed"]) for r in rows})
+    judged = [[s for s in seed_rows.values() if has_verdicts(s)] for seed_rows in by_cell(rows).values()]
+    seeds = min(len(cell) for cell in judged if cell)  # the thinnest cell bounds what can be resolved
     n = min(sizes) * seeds
     mdd = stats.minimum_detectable_difference(n, baseline)
     return (
-        f"Power: with {min(sizes)} judged prompts per cell and {seeds} seed(s) ({n} answers per method "
-        f"and p), "
+        f"Power: with {min(sizes)} judged prompts per run and {seeds} seed(s) in the thinnest cell ({n} "
+        f"answers per method and p), "
         f"an HS difference of {mdd:.1f} points from a {baseline:.0f}% baseline is detected with 80% power at "
         f"alpha 0.05 (two-proportion test; pairing adds power when answers correlate, seed-to-seed variation "
         f"removes some). A 'not resolved' verdict means: no difference was shown; differences smaller "
