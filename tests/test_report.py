@@ -9,6 +9,7 @@ import statistics
 import pytest
 
 from vaccine.errors import DataError
+from vaccine.experiments.comparisons import averaged_comparisons
 from vaccine.experiments.report import build_report, order_labels
 from vaccine.experiments.store import ResultStore
 
@@ -222,11 +223,13 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     assert "not resolved" in by_pair[("Vaccine", "SFT")]
     assert ("Non-aligned", "SFT") not in by_pair  # each pair once
     averaged = {
-        tuple(line.split(" | ")[1:3]): line for line in markdown.splitlines() if line.startswith("| mean |")
+        tuple(line.split(" | ")[1:3]): line
+        for line in markdown.splitlines()
+        if line.startswith("| mean of 0, 0.1 |")
     }
     assert set(averaged) == {("Vaccine", "SFT"), ("SFT", "Non-aligned"), ("Vaccine", "Non-aligned")}
     assert "lower" in averaged[("SFT", "Non-aligned")] and " — " in averaged[("SFT", "Non-aligned")]
-    assert "averaged over p, SFT has lower HS than Non-aligned" in markdown
+    assert "averaged over p=0, 0.1, SFT has lower HS than Non-aligned" in markdown
     resolved = next(line for line in markdown.splitlines() if line.startswith("Resolved:"))
     assert "Vaccine has lower HS than SFT" not in resolved and "SFT has lower HS than Non-aligned" in resolved
     assert "Power: with 400 judged prompts per run and 3 seed(s) in the thinnest cell (1200" in markdown
@@ -282,9 +285,25 @@ def test_mechanism_comparisons_pair_seeds_and_skip_the_unaligned(tmp_path):
     lines = [line for line in markdown.splitlines() if line.startswith(("| drift |", "| loss rise |"))]
     cells = {tuple(line.split(" | ")[:4]): line for line in lines}
     assert len(lines) == 6 and not any("Non-aligned" in line for line in lines)
-    for p in ("0", "0.1", "mean"):
+    for p in ("0", "0.1", "mean of 0, 0.1"):
         drift = cells[("| drift", p, "Vaccine", "SFT")]
         assert " | -10.33 | " in drift and drift.endswith("| 3 | **lower** |"), drift
         assert cells[("| loss rise", p, "Vaccine", "SFT")].endswith("| 3 | not resolved |")
     assert "at p=0, Vaccine's drift is lower than SFT's (-10.33" in markdown
     assert "Not resolved: 3 of 6." in markdown
+
+
+def test_hs_averaged_over_p_matches_prompts_within_each_seed(tmp_path):
+    """Seeds that sampled different prompts (as a 1000-of-BeaverTails evaluation does) are still compared
+    over all their prompts: matching is within a seed, not across seeds."""
+    rows = []
+    for seed in (1, 2):
+        prompts = [f"{prompt} (drawn by seed {seed})" for prompt in PROMPTS]  # no prompt in both seeds
+        for label in ("SFT", "Vaccine"):
+            for p in (0.0, 0.1):
+                row = verdict_row(label, p, seed)
+                row["verdicts"] = {**row["verdicts"], "prompts": prompts}
+                rows.append(row)
+    (found,) = averaged_comparisons(rows, ["SFT", "Vaccine"], ("SFT",))
+    assert found.method == "Vaccine" and found.over == (0.0, 0.1)
+    assert found.result.prompts == 400 and found.result.seeds == 2

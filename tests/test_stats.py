@@ -121,24 +121,26 @@ def test_compare_over_seeds_is_scipys_paired_t_interval():
     assert result.verdict == stats.LOWER and result.prompts is None
     assert stats.compare_over_seeds([70.0, 80.0, 71.0], [75.0, 74.0, 76.5]).verdict == stats.NOT_RESOLVED
     assert stats.compare_over_seeds([1.0], [2.0]) is None  # one seed: no spread, no interval
-    assert stats.compare_over_seeds([1.0, 2.0], [2.0, 3.0]).verdict == stats.NOT_RESOLVED  # no spread either
+    flat = stats.compare_over_seeds([1.0, 2.0 + 1e-13], [2.0, 3.0])  # no spread beyond float noise
+    assert flat.verdict == stats.NOT_RESOLVED and np.isnan(flat.low) and np.isnan(flat.high)
     with pytest.raises(ValueError, match="same seeds"):
         stats.compare_over_seeds([1.0, 2.0], [1.0])
 
 
 def test_compare_averages_covers_a_known_difference_over_several_p():
-    """Each prompt's share of compliant answers over 4 p values, 3 seeds: the two-level interval covers the
-    true difference of the averages (+8 points) in >= 93% of 200 runs, and has no p-value."""
-    rng = np.random.default_rng(3)
+    """Each prompt's share of compliant answers over 4 p values, 3 seeds, 150 prompts, with what makes the
+    design matter: a prompt's tendency to comply is shared by its 4 p values, and each seed shifts the
+    difference (sd 1.5 points). The two-level interval covers the true +8 points in >= 93% of 200 runs."""
+    rng = np.random.default_rng(5)
     covered = 0
     for run in range(200):
         shares_a, shares_b = np.zeros((3, 150)), np.zeros((3, 150))
         for seed in range(3):
-            level = rng.uniform(0.2, 0.4)
+            shift = rng.normal(0, 0.015)
+            tendency = rng.beta(2, 4, 150)  # in (0, 1), mean 1/3: 0.08 + shift rarely clips
             for _p in range(4):
-                a, b = _paired_population(rng, 150, p_b=level, difference=0.08)
-                shares_a[seed] += a / 4
-                shares_b[seed] += b / 4
+                shares_b[seed] += (rng.random(150) < tendency) / 4
+                shares_a[seed] += (rng.random(150) < np.clip(tendency + 0.08 + shift, 0, 1)) / 4
         result = stats.compare_averages(shares_a, shares_b, seed=run)
         covered += result.low <= 8.0 <= result.high
     assert covered >= 186, covered

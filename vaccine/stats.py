@@ -118,15 +118,17 @@ def compare_averages(a: np.ndarray, b: np.ndarray, alpha: float = ALPHA, seed: i
 def compare_over_seeds(a: list[float], b: list[float], alpha: float = ALPHA) -> Comparison | None:
     """Paired comparison of a quantity measured once per run (drift, alignment loss), seed i of ``a``
     against seed i of ``b``: the mean difference with the t interval of scipy's paired t-test. Seeds are
-    the only replicates, so with 3 seeds the interval is wide (t = 4.3). None below two seeds; equal
-    differences on every seed (no spread to estimate) read 'not resolved'."""
+    the only replicates, so with 3 seeds the interval is wide (t = 4.3). None below two seeds; differences
+    equal on every seed up to float noise leave no spread to estimate an interval from: 'not resolved',
+    with NaN bounds."""
     if len(a) != len(b):
         raise ValueError(f"paired values need the same seeds, got {len(a)} and {len(b)}")
     if len(a) < 2:
         return None
-    difference = float(np.mean(np.subtract(a, b)))
-    if np.ptp(np.subtract(a, b)) == 0:
-        return Comparison(round(difference, 4), difference, difference, None, NOT_RESOLVED, None, len(a))
+    differences = np.subtract(a, b, dtype=float)
+    difference = float(differences.mean())
+    if np.ptp(differences) <= 1e-9 * max(1.0, float(np.abs(differences).max())):
+        return Comparison(round(difference, 4), math.nan, math.nan, None, NOT_RESOLVED, None, len(a))
     test = ttest_rel(a, b)
     interval = test.confidence_interval(1 - alpha)
     low, high = float(interval.low), float(interval.high)

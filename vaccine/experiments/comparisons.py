@@ -131,15 +131,25 @@ class MethodComparison:
     method: str
     reference: str
     result: stats.Comparison
+    over: tuple[float, ...] = ()  # the p values averaged over, when p is None
 
     @property
     def where(self) -> str:
-        return where_text(self.p)
+        return where_text(self.p, self.over)
+
+    @property
+    def p_cell(self) -> str:
+        return p_cell(self.p, self.over)
 
 
-def where_text(p: float | None) -> str:
-    """How a sentence names one p, or the average over p (None)."""
-    return "averaged over p" if p is None else f"at p={p:g}"
+def where_text(p: float | None, over: tuple[float, ...] = ()) -> str:
+    """How a sentence names one p, or the average over the p values ``over`` (p None)."""
+    return f"averaged over p={', '.join(f'{q:g}' for q in over)}" if p is None else f"at p={p:g}"
+
+
+def p_cell(p: float | None, over: tuple[float, ...] = ()) -> str:
+    """How a table's p column names one p, or the average over ``over`` (p None)."""
+    return f"mean of {', '.join(f'{q:g}' for q in over)}" if p is None else f"{p:g}"
 
 
 def comparisons(
@@ -171,32 +181,31 @@ def reference_pairs(
 
 def averaged_outcomes(
     a: dict[float, dict[int, dict[str, Any]]], b: dict[float, dict[int, dict[str, Any]]]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(seeds, prompts) shares: per seed and prompt, the share of the p values at which each method's answer
-    complied, over the p values, seeds and prompts the two share. A prompt keeps all its p values together
-    (they are one prompt), and a seed all its p values (they share that seed's alignment), so the two-level
-    bootstrap over these shares resamples the units that really vary."""
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]] | None:
+    """(seeds, prompts) shares and the p values behind them: per seed and prompt, the share of the p values
+    at which each method's answer complied, over the p values and seeds the two share. A prompt keeps all
+    its p values together (they are one prompt), and a seed all its p values (they share that seed's
+    alignment), so the two-level bootstrap over these shares resamples the units that really vary.
+
+    Prompts are matched within each seed (a seed may sample its own prompts); None when the seeds end up
+    with different numbers of shared prompts, as ``paired_outcomes``."""
     ps = sorted(set(a) & set(b))
     seeds = sorted(set.intersection(*(set(a[p]) & set(b[p]) for p in ps))) if ps else []
-    cells = [cell[p][seed] for p in ps for seed in seeds for cell in (a, b)]
-    if len(ps) < 2 or not seeds or not all(has_verdicts(row) for row in cells):
+    if len(ps) < 2 or not seeds:
         return None
-    prompts = sorted(set.intersection(*(set(row["verdicts"]["prompts"]) for row in cells)))
-    if not prompts:
+    rows_a, rows_b = [], []
+    for seed in seeds:
+        cells = [cell[p][seed] for p in ps for cell in (a, b)]
+        if not all(has_verdicts(row) for row in cells):
+            return None
+        kinds = [dict(zip(r["verdicts"]["prompts"], r["verdicts"]["kinds"], strict=True)) for r in cells]
+        prompts = [q for q in cells[0]["verdicts"]["prompts"] if all(q in k for k in kinds)]
+        per_cell = np.array([[k[q] == COMPLIANCE for q in prompts] for k in kinds], dtype=float)
+        rows_a.append(per_cell[0::2].mean(axis=0))  # cells alternate a, b for each p
+        rows_b.append(per_cell[1::2].mean(axis=0))
+    if not len(rows_a[0]) or len({len(r) for r in rows_a}) != 1:
         return None
-
-    def shares(cell: dict[float, dict[int, dict[str, Any]]]) -> np.ndarray:
-        per_p = []
-        for p in ps:
-            per_seed = []
-            for seed in seeds:
-                verdicts = cell[p][seed]["verdicts"]
-                kind = dict(zip(verdicts["prompts"], verdicts["kinds"], strict=True))
-                per_seed.append([kind[prompt] == COMPLIANCE for prompt in prompts])
-            per_p.append(per_seed)
-        return np.array(per_p, dtype=float).mean(axis=0)
-
-    return shares(a), shares(b)
+    return np.array(rows_a), np.array(rows_b), tuple(ps)
 
 
 def averaged_comparisons(
@@ -209,9 +218,11 @@ def averaged_comparisons(
         by_label[label][p] = seed_rows
     out = []
     for method, reference in reference_pairs(labels, references, set(by_label)):
-        shares = averaged_outcomes(by_label[method], by_label[reference])
-        if shares is not None:
-            out.append(MethodComparison(None, method, reference, stats.compare_averages(*shares)))
+        found = averaged_outcomes(by_label[method], by_label[reference])
+        if found is not None:
+            shares_a, shares_b, ps = found
+            result = stats.compare_averages(shares_a, shares_b)
+            out.append(MethodComparison(None, method, reference, result, over=ps))
     return out
 
 

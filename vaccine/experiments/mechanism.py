@@ -10,13 +10,20 @@ from an alignment, so it answers a different question.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vaccine import stats
-from vaccine.experiments.comparisons import DEFAULT_REFERENCES, by_cell, reference_pairs, where_text
+from vaccine.experiments.comparisons import (
+    DEFAULT_REFERENCES,
+    by_cell,
+    p_cell,
+    reference_pairs,
+    where_text,
+)
 
 QUANTITIES = {"drift": "embedding_drift", "loss rise": "loss_rise"}
 
@@ -28,10 +35,10 @@ def loss_rise(metrics: dict[str, Any]) -> float | None:
 
 
 def run_value(row: dict[str, Any], quantity: str) -> float | None:
-    """One run's drift or alignment-loss rise; None when the evaluation did not measure it."""
+    """One run's drift or alignment-loss rise; None when the evaluation did not measure it (or got NaN)."""
     metrics = row.get("metrics") or {}
     value = loss_rise(metrics) if quantity == "loss_rise" else metrics.get(quantity)
-    return None if value is None else float(value)
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,15 @@ class MechanismComparison:
     method: str
     reference: str
     result: stats.Comparison
+    over: tuple[float, ...] = ()  # the p values averaged over, when p is None
 
     @property
     def where(self) -> str:
-        return where_text(self.p)
+        return where_text(self.p, self.over)
+
+    @property
+    def p_cell(self) -> str:
+        return p_cell(self.p, self.over)
 
 
 def seed_values(
@@ -93,6 +105,6 @@ def mechanism_comparisons(
             for where in [[p] for p in ps] + ([ps] if len(ps) > 1 else []):
                 result = compare_runs(cells, (method, reference), where, quantity)
                 if result is not None:
-                    p = where[0] if len(where) == 1 else None
-                    out.append(MechanismComparison(name, p, method, reference, result))
+                    p, over = (where[0], ()) if len(where) == 1 else (None, tuple(where))
+                    out.append(MechanismComparison(name, p, method, reference, result, over))
     return out

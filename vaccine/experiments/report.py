@@ -361,7 +361,8 @@ def _mechanism_blocks(
     intervals = (
         "the comparisons below give the intervals."
         if compared
-        else "no two aligned methods share two seeds, so no interval and no ordering is read from it."
+        else "no aligned method has two measured seeds in common with an aligned reference, so no interval "
+        "and no ordering is read from it."
     )
     return [
         ("h3", "Drift and alignment loss after fine-tuning (the paper's mechanism)"),

@@ -7,6 +7,7 @@ The prose is generated from the comparisons, so it can never state an ordering t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from vaccine import stats
@@ -25,7 +26,6 @@ from vaccine.experiments.render import Block, Table, TableCell
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
 
 MISSING = "—"
-AVERAGE = "mean"
 
 
 def verdict_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> list[Block]:
@@ -90,7 +90,7 @@ def comparison_blocks(
     header = ["p", "method", "vs", "HS difference (points)", "95% interval", "McNemar p", "verdict"]
     table_rows = [
         [
-            TableCell(AVERAGE if c.p is None else f"{c.p:g}"),
+            TableCell(c.p_cell),
             TableCell(c.method),
             TableCell(c.reference),
             TableCell(f"{c.result.difference:+.1f}"),
@@ -109,9 +109,10 @@ def comparison_blocks(
             "interval: lower / higher when it excludes 0, otherwise not resolved. Each interval holds 95% "
             "on its own; with many comparisons, about one in twenty may exclude 0 by chance (no "
             "multiplicity correction), so a verdict whose interval barely excludes 0 is weak evidence. "
-            f"'{AVERAGE}': HS averaged over the p values both methods share (the paper's Average column), "
-            "compared by each prompt's share of compliant answers over those p; the bootstrap keeps a "
-            "prompt's and a seed's p values together; no exact test applies, so no p-value.",
+            "'mean of ...': HS averaged over the p values listed, which both methods share (the paper's "
+            "Average column), compared by each prompt's share of compliant answers over those p; the "
+            "bootstrap keeps a prompt's and a seed's p values together; no exact test applies, so no "
+            "p-value.",
         ),
         ("table", Table(header, table_rows)),
         ("p", summary_sentence(found)),
@@ -150,6 +151,12 @@ def _reference_baseline(rows: list[dict[str, Any]], references: tuple[str, ...])
     return None
 
 
+def _interval(result: stats.Comparison) -> str:
+    """A mechanism comparison's interval; none when the seeds gave no spread to estimate one from."""
+    finite = math.isfinite(result.low) and math.isfinite(result.high)
+    return f"[{result.low:+.2f}, {result.high:+.2f}]" if finite else MISSING
+
+
 def _verdict_cell(result: stats.Comparison) -> TableCell:
     return TableCell(result.verdict, bold=result.verdict != stats.NOT_RESOLVED)
 
@@ -166,11 +173,11 @@ def mechanism_blocks(
     table_rows = [
         [
             TableCell(c.quantity),
-            TableCell(AVERAGE if c.p is None else f"{c.p:g}"),
+            TableCell(c.p_cell),
             TableCell(c.method),
             TableCell(c.reference),
             TableCell(f"{c.result.difference:+.2f}"),
-            TableCell(f"[{c.result.low:+.2f}, {c.result.high:+.2f}]"),
+            TableCell(_interval(c.result)),
             TableCell(MISSING if c.result.p_value is None else f"{c.result.p_value:.3g}"),
             TableCell(str(c.result.seeds)),
             _verdict_cell(c.result),
@@ -179,8 +186,9 @@ def mechanism_blocks(
     ]
     text = (
         "method minus vs, seed by seed (same seed: same fine-tuning data and order); interval: scipy's "
-        f"paired t interval over the seeds (wide with few seeds); '{AVERAGE}': each seed's value averaged "
-        "over the p values both share. Aligned methods only (a non-aligned model drifts from the base model)."
+        "paired t interval over the seeds (wide with few seeds; no multiplicity correction); 'mean of "
+        "...': each seed's value averaged over those p values. Aligned methods only (a non-aligned model "
+        "drifts from the base model, not from an alignment)."
     )
     return [("table", Table(header, table_rows)), ("p", text), ("p", mechanism_sentence(found))]
 
