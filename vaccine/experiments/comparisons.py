@@ -135,21 +135,15 @@ class MethodComparison:
 
     @property
     def where(self) -> str:
-        return where_text(self.p, self.over)
+        """How a sentence names the comparison's p, or the p values it averages over."""
+        if self.p is None:
+            return f"averaged over p={', '.join(f'{q:g}' for q in self.over)}"
+        return f"at p={self.p:g}"
 
     @property
     def p_cell(self) -> str:
-        return p_cell(self.p, self.over)
-
-
-def where_text(p: float | None, over: tuple[float, ...] = ()) -> str:
-    """How a sentence names one p, or the average over the p values ``over`` (p None)."""
-    return f"averaged over p={', '.join(f'{q:g}' for q in over)}" if p is None else f"at p={p:g}"
-
-
-def p_cell(p: float | None, over: tuple[float, ...] = ()) -> str:
-    """How a table's p column names one p, or the average over ``over`` (p None)."""
-    return f"mean of {', '.join(f'{q:g}' for q in over)}" if p is None else f"{p:g}"
+        """How a table's p column names them."""
+        return f"mean of {', '.join(f'{q:g}' for q in self.over)}" if self.p is None else f"{self.p:g}"
 
 
 def comparisons(

@@ -17,13 +17,7 @@ from typing import Any
 import numpy as np
 
 from vaccine import stats
-from vaccine.experiments.comparisons import (
-    DEFAULT_REFERENCES,
-    by_cell,
-    p_cell,
-    reference_pairs,
-    where_text,
-)
+from vaccine.experiments.comparisons import DEFAULT_REFERENCES, MethodComparison, by_cell, reference_pairs
 
 QUANTITIES = {"drift": "embedding_drift", "loss rise": "loss_rise"}
 
@@ -41,24 +35,11 @@ def run_value(row: dict[str, Any], quantity: str) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-@dataclass(frozen=True)
-class MechanismComparison:
-    """``method`` minus ``reference`` in one mechanism quantity, at one p or averaged over p (None)."""
+@dataclass(frozen=True, kw_only=True)
+class MechanismComparison(MethodComparison):
+    """``method`` minus ``reference`` in one mechanism ``quantity``, at one p or averaged over p (None)."""
 
     quantity: str
-    p: float | None
-    method: str
-    reference: str
-    result: stats.Comparison
-    over: tuple[float, ...] = ()  # the p values averaged over, when p is None
-
-    @property
-    def where(self) -> str:
-        return where_text(self.p, self.over)
-
-    @property
-    def p_cell(self) -> str:
-        return p_cell(self.p, self.over)
 
 
 def seed_values(
@@ -106,5 +87,5 @@ def mechanism_comparisons(
                 result = compare_runs(cells, (method, reference), where, quantity)
                 if result is not None:
                     p, over = (where[0], ()) if len(where) == 1 else (None, tuple(where))
-                    out.append(MechanismComparison(name, p, method, reference, result, over))
+                    out.append(MechanismComparison(p, method, reference, result, over, quantity=name))
     return out
