@@ -210,7 +210,10 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
         for p in (0.0, 0.1):
             for seed in (1, 2, 3):
                 store.add(verdict_row(label, p, seed))
-    markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    paths = build_report(store, tmp_path / "r")
+    markdown = paths["markdown"].read_text(encoding="utf-8")
+    figure = paths["tiny_sst2_n100_hs_differences"]  # the comparisons as a picture, linked
+    assert figure.read_bytes()[:8] == PNG_MAGIC and "](figures/tiny_sst2_n100_hs_differences.png)" in markdown
     table = table_rows(markdown)
     sft_hs = table["SFT"][1]
     assert re.fullmatch(r"40\.5 \[\d+\.\d, \d+\.\d\]", sft_hs), sft_hs  # mean over 3 seeds x 400 prompts

@@ -1,4 +1,4 @@
-"""Figures for the experiment report: HS/FA vs harmful ratio, drift curves, system cost.
+"""Figures for the experiment report: HS/FA vs harmful ratio, paired differences, drift curves, system cost.
 
 Every function takes already-aggregated numbers (the report owns the statistics), draws with the Agg
 backend (reports are built on headless machines), and writes its PNG atomically so a killed report never
@@ -22,6 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 Series = dict[str, dict[float, tuple[float, float | None]]]
 # p -> label -> [(step, value)], already averaged over seeds
 Curves = dict[float, dict[str, list[tuple[float, float]]]]
+# "method vs reference" -> [(row name, difference, low, high)], top to bottom
+Differences = dict[str, list[tuple[str, float, float, float]]]
 COST_STAGES = ("align", "finetune")
 
 
@@ -60,6 +62,28 @@ def metric_vs_p(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def difference_panels(differences: Differences, colors: dict[str, Any], path: Path, title: str) -> Path:
+    """One panel per pair (method vs reference), one row per p: the paired HS difference with its 95%
+    interval, and the zero line; an interval that crosses the line is a 'not resolved'. Colored by the
+    method, so the panels read like the other figures."""
+    pairs = list(differences)
+    height = 1.2 + 0.32 * max(len(rows) for rows in differences.values())
+    fig, axes = plt.subplots(1, len(pairs), figsize=(3.6 * len(pairs) + 0.8, height), dpi=120, squeeze=False)
+    for ax, pair in zip(axes[0], pairs, strict=True):
+        rows = differences[pair]
+        ys = list(range(len(rows)))[::-1]
+        color = colors.get(pair.split(" vs ")[0], "gray")
+        for y, (_, diff, low, high) in zip(ys, rows, strict=True):
+            ax.errorbar([diff], [y], xerr=[[diff - low], [high - diff]], fmt="o", capsize=3, color=color)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys, [name for name, *_ in rows], fontsize=8)
+        ax.set_title(pair, fontsize=9)
+        ax.set_xlabel("HS difference (points)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
     return _save(fig, path)
 
 

@@ -1,9 +1,11 @@
 """Turn evaluation rows into the paper's tables and figures, as one Markdown and one static HTML report.
 
 The report is built from a block list (headings, text, tables, images) rendered twice, so the Markdown and
-the HTML can never disagree. Statistics live here; drawing lives in ``plots``. Per (model, task, n) group:
-Table 1 (HS and FA per harmful ratio p, mean ± std over seeds, best per column in bold), HS/FA-vs-p plots,
-drift and alignment-loss curves, system cost relative to SFT, and any t-SNE images the runs left behind.
+the HTML can never disagree. Statistics live in ``comparisons`` and ``mechanism``, the sentences they
+support in ``statements``, drawing in ``plots``. Per (model, task, n) group: Table 1 (HS and FA per harmful
+ratio p with 95% intervals), the answer kinds, the paired comparisons and their picture, the mechanism
+(drift, alignment-loss rise) with its comparisons, HS/FA-vs-p plots, drift and alignment-loss curves,
+system cost relative to SFT, and any t-SNE images the runs left behind.
 """
 
 from __future__ import annotations
@@ -20,10 +22,21 @@ from typing import Any
 
 from vaccine.errors import DataError
 from vaccine.experiments import plots
-from vaccine.experiments.comparisons import DEFAULT_REFERENCES, CellStat, cell_stats, task_cell_stats
+from vaccine.experiments.comparisons import (
+    DEFAULT_REFERENCES,
+    CellStat,
+    MethodComparison,
+    cell_stats,
+    task_cell_stats,
+)
 from vaccine.experiments.mechanism import loss_rise
 from vaccine.experiments.render import Block, Table, TableCell, render_html, render_markdown
-from vaccine.experiments.statements import comparison_blocks, mechanism_blocks, verdict_blocks
+from vaccine.experiments.statements import (
+    all_comparisons,
+    comparison_blocks,
+    mechanism_blocks,
+    verdict_blocks,
+)
 from vaccine.experiments.store import ResultStore, validate_row
 from vaccine.io import write_text_atomic
 from vaccine.judges.kinds import COMPLIANCE
@@ -321,16 +334,19 @@ def _group_section(
     ps = sorted({_p(r) for r in rows})
     blocks: list[Block] = [("h2", f"{model} · {task} · n={n}")]
     blocks += _table_blocks(hs, fa, labels, ps, duplicates, intervals)
-    blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, labels, references)
-    blocks += _mechanism_blocks(rows, labels, ps, references)
     figures, where = out_dir / "figures", f"{model}, {task}, n={n}"
+    found = all_comparisons(rows, labels, references)
+    blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, found, references)
+    differences = _difference_figure(found, colors, figures, slug, where)
+    blocks += [("img", (_rel(path, out_dir), "hs_differences")) for path in differences.values()]
+    blocks += _mechanism_blocks(rows, labels, ps, references)
     pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where
     )
     blocks += [("img", (_rel(path, out_dir), name.removeprefix(f"{slug}_"))) for name, path in pngs.items()]
     cost_blocks, cost_png = _cost_section(rows, labels, colors, figures, slug, where)
     blocks += cost_blocks + [("img", (_rel(p, out_dir), "system cost")) for p in cost_png.values()]
-    return blocks + _tsne_blocks(rows, labels, out_dir), pngs | cost_png
+    return blocks + _tsne_blocks(rows, labels, out_dir), pngs | cost_png | differences
 
 
 def _table_blocks(
@@ -399,6 +415,22 @@ def _metric_figures(
                 series, colors, path, ylabel, f"{title} ({where})", bars
             )
     return out
+
+
+def _difference_figure(
+    found: list[MethodComparison], colors: dict, figures: Path, slug: str, where: str
+) -> dict[str, Path]:
+    """The comparisons table as a picture: each pair's HS difference per p with its interval."""
+    if not found:
+        return {}
+    differences: plots.Differences = defaultdict(list)
+    for c in found:
+        differences[f"{c.method} vs {c.reference}"].append(
+            ("mean over p" if c.p is None else f"p={c.p:g}", c.result.difference, c.result.low, c.result.high)
+        )
+    path = figures / f"{slug}_hs_differences.png"
+    title = f"Paired HS differences, 95% intervals ({where})"
+    return {f"{slug}_hs_differences": plots.difference_panels(dict(differences), colors, path, title)}
 
 
 def _curve_figures(

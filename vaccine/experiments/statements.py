@@ -80,11 +80,19 @@ def _judge_sentence(error: dict[str, Any]) -> str:
     )
 
 
-def comparison_blocks(
+def all_comparisons(
     rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
+) -> list[MethodComparison]:
+    """Per p, then averaged over p: everything the comparisons table shows."""
+    return comparisons(rows, labels, references) + averaged_comparisons(rows, labels, references)
+
+
+def comparison_blocks(
+    rows: list[dict[str, Any]],
+    found: list[MethodComparison],
+    references: tuple[str, ...] = DEFAULT_REFERENCES,
 ) -> list[Block]:
     """The comparisons table, the sentences it supports, and the power line."""
-    found = comparisons(rows, labels, references) + averaged_comparisons(rows, labels, references)
     if not found:
         return []
     header = ["p", "method", "vs", "HS difference (points)", "95% interval", "McNemar p", "verdict"]
