@@ -41,6 +41,9 @@ def attacked_rows(config: Path, lr: float, p: float, methods: list[str], out: Pa
     original = parse_grid(raw, str(config))
     raw["p"] = [p]
     raw["methods"] = [m for m in raw["methods"] if m["label"] in methods]
+    report = raw.get("report") or {}
+    if "references" in report:  # a reference left out with its method would fail the grid's validation
+        raw["report"] = {**report, "references": [r for r in report["references"] if r in methods]}
     raw["finetune"] = {**(raw.get("finetune") or {}), "lr": lr}
     raw["name"] = f"{original.name}-attack-lr{lr:g}"
     raw["out"] = str(out / "runs")
