@@ -103,7 +103,7 @@ def comparison_blocks(
             TableCell(c.reference),
             TableCell(f"{c.result.difference:+.1f}"),
             TableCell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
-            TableCell(MISSING if c.result.p_value is None else f"{c.result.p_value:.3g}"),
+            TableCell(_p_value(c.result)),
             _verdict_cell(c.result),
         ]
         for c in found
@@ -165,6 +165,11 @@ def _interval(result: stats.Comparison) -> str:
     return f"[{result.low:+.2f}, {result.high:+.2f}]" if finite else MISSING
 
 
+def _p_value(result: stats.Comparison) -> str:
+    """The test's p-value; none where no test applies (HS averaged over p)."""
+    return MISSING if result.p_value is None else f"{result.p_value:.3g}"
+
+
 def _verdict_cell(result: stats.Comparison) -> TableCell:
     return TableCell(result.verdict, bold=result.verdict != stats.NOT_RESOLVED)
 
@@ -186,7 +191,7 @@ def mechanism_blocks(
             TableCell(c.reference),
             TableCell(f"{c.result.difference:+.2f}"),
             TableCell(_interval(c.result)),
-            TableCell(MISSING if c.result.p_value is None else f"{c.result.p_value:.3g}"),
+            TableCell(_p_value(c.result)),
             TableCell(str(c.result.seeds)),
             _verdict_cell(c.result),
         ]
