@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 test: setup
 	$(PY) -m pytest -q
 
-# The demo grid (configs/demo.yaml): Non-aligned, SFT and Vaccine x p in {0, 0.1, 0.2} on the embedded model.
+# The demo grid (configs/demo.yaml): Non-aligned, SFT and Vaccine at p = 0.1 on the embedded model.
 # Cached and resumable: a second `make demo` only rebuilds the report.
 demo: setup
 	$(VENV)/bin/vaccine info
