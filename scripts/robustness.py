@@ -1,6 +1,7 @@
 """Vaccine's margin over SFT against attack strength (issue 14, item 7): the evidence grid's alignments
 attacked at several fine-tuning learning rates at one p, each evaluated on the grid's reported prompts; per
-learning rate, the paired HS difference (method - reference) over seeds and prompts, as a table and a curve.
+learning rate, the paired HS difference (method - reference) over seeds and prompts, as a table and a curve,
+and the drift difference seed by seed (the paper's mechanism: does the defense still drift less?).
 
 Follow-up papers (Antidote, Panacea, TamperBench) report that alignment-stage defenses give way under a larger
 fine-tuning learning rate; this shows where the margin holds. Each learning rate runs as a grid under
@@ -27,6 +28,7 @@ import yaml  # noqa: E402
 from vaccine.experiments.comparisons import cell_stats, comparisons  # noqa: E402
 from vaccine.experiments.grid import parse_grid  # noqa: E402
 from vaccine.experiments.index import store_path  # noqa: E402
+from vaccine.experiments.mechanism import mechanism_comparisons  # noqa: E402
 from vaccine.experiments.run import run_grid  # noqa: E402
 from vaccine.experiments.stages import plan_cell  # noqa: E402
 from vaccine.experiments.store import ResultStore  # noqa: E402
@@ -60,18 +62,34 @@ def margins(rows: list[dict[str, Any]], methods: list[str], p: float) -> dict[st
     return {c.method: c.result for c in found if c.p == p}
 
 
+def drift_margins(rows: list[dict[str, Any]], methods: list[str], p: float) -> dict[str, Any]:
+    """Each method's drift minus the reference's at ``p``, seed by seed (paired t interval), by method."""
+    found = mechanism_comparisons(rows, methods, (methods[0],))
+    return {c.method: c.result for c in found if c.p == p and c.quantity == "drift"}
+
+
+def _difference(result: Any) -> str:
+    if result is None:
+        return "-"
+    return f"{result.difference:+.1f} [{result.low:+.1f}, {result.high:+.1f}], {result.verdict}"
+
+
 def margin_table(results: dict[float, list[dict[str, Any]]], methods: list[str], p: float) -> str:
-    """One line per learning rate: each method's HS with its interval, then each comparison."""
+    """One line per learning rate: each method's HS with its interval, then each HS and drift comparison."""
     reference, others = methods[0], methods[1:]
-    header = ["attack lr", *(f"HS {m}" for m in methods), *(f"{m} - {reference} [95% CI]" for m in others)]
+    header = [
+        "attack lr",
+        *(f"HS {m}" for m in methods),
+        *(f"HS {m} - {reference} [95% CI]" for m in others),
+        *(f"drift {m} - {reference} [95% CI]" for m in others),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for lr, rows in sorted(results.items()):
         hs = cell_stats(rows, "compliance")
-        found = margins(rows, methods, p)
+        hs_found, drift_found = margins(rows, methods, p), drift_margins(rows, methods, p)
         cells = [hs[(m, p)].text() if (m, p) in hs else "-" for m in methods]
-        for m in others:
-            r = found.get(m)
-            cells.append(f"{r.difference:+.1f} [{r.low:+.1f}, {r.high:+.1f}], {r.verdict}" if r else "-")
+        cells += [_difference(hs_found.get(m)) for m in others]
+        cells += [_difference(drift_found.get(m)) for m in others]
         lines.append(f"| {lr:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
