@@ -1,4 +1,4 @@
-"""Choose Vaccine's rho by measurement, on tuning prompts only: align with Vaccine at several rho (the
+r"""Choose Vaccine's rho by measurement, on tuning prompts only: align with Vaccine at several rho (the
 chosen alignment data and length), check each aligned model before the attack, then attack it with the
 calibrated fine-tune at one p and compare HS with SFT's under the same attack.
 
@@ -7,16 +7,36 @@ rho is one L2 norm over every perturbed hidden state, so its scale depends on th
 above 2. Cached by folder: resumable.
 
     python scripts/sweep_rho.py --rhos 0.1,0.5,2,8 --sft runs/sweep-alignment2/sft-share0.6-n400
+
+``--knob NAME=VALUE`` (repeatable) sets another of Vaccine's knobs for every rho, which turns the sweep into a
+test of one hypothesis at a time (issue 14, item 5), e.g. ``--knob perturbation_norm=sample`` or
+``--knob 'perturb_modules=.*layers\.(1[5-9]|2[0-9])\.self_attn'`` (the upper half of SmolLM2's 30 layers).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+import yaml
 from sweeps import align, attack, evaluate, progress, report
 
 METRICS = ("harmful_score", "other_share", "benign_refusal_rate", "finetune_accuracy")
+
+
+def knob(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` as a Vaccine knob, the value read as YAML (numbers become numbers)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--knob takes NAME=VALUE, got {text!r}")
+    return name, yaml.safe_load(value)
+
+
+def variant_name(rho: float, knobs: dict[str, Any]) -> str:
+    """A folder-safe name for one Vaccine setting: its rho and its other knobs, in the order given."""
+    parts = [f"rho{rho:g}", *(f"{name}-{value}" for name, value in knobs.items())]
+    return "vaccine-" + "-".join("".join(c if c.isalnum() or c in ".-_" else "_" for c in p) for p in parts)
 
 
 def main() -> None:
@@ -35,8 +55,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=80)
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=100)
+    parser.add_argument("--knob", type=knob, action="append", default=[], help="another knob: NAME=VALUE")
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-rho"))
     args = parser.parse_args()
+    knobs = dict(args.knob)
     sizes = {"num_task": args.num_task, "num_benign": args.num_benign}
     strength = {"lr": args.attack_lr, "p": args.p, "n": args.n, "epochs": args.epochs}
     rows = {}
@@ -53,7 +75,7 @@ def main() -> None:
 
     measure("SFT", args.sft)
     for rho in (float(r) for r in args.rhos.split(",")):
-        folder = args.out / f"vaccine-rho{rho:g}"
+        folder = args.out / variant_name(rho, knobs)
         align(
             folder,
             method="vaccine",
@@ -64,8 +86,10 @@ def main() -> None:
             epochs=args.align_epochs,
             lora_r=args.lora_r,
             rho=rho,
+            **knobs,
         )
-        measure(f"Vaccine rho {rho:g}", folder)
+        settings = "".join(f", {name} {value}" for name, value in knobs.items())
+        measure(f"Vaccine rho {rho:g}{settings}", folder)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,20 @@ def test_robustness_reuses_the_grid_alignments_and_reports_a_margin_per_learning
     again = robustness.attacked_rows(config, 1e-3, 0.5, methods, out)  # computed once: read back
     assert [r["key"] for r in again] == [r["key"] for r in results[1e-3]]
     sys.modules.pop("robustness", None)
+
+
+def test_sweep_rho_knobs_are_typed_and_name_a_folder_of_their_own(monkeypatch):
+    import argparse
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import sweep_rho
+
+    assert sweep_rho.knob("perturbation_norm=sample") == ("perturbation_norm", "sample")
+    assert sweep_rho.knob("tau=10") == ("tau", 10)
+    with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
+        sweep_rho.knob("sample")
+    assert sweep_rho.variant_name(0.1, {}) == "vaccine-rho0.1"  # earlier sweeps' folders are found again
+    upper = sweep_rho.variant_name(0.1, {"perturb_modules": r".*layers\.(1[5-9]|2[0-9])\.self_attn"})
+    lower = sweep_rho.variant_name(0.1, {"perturb_modules": r".*layers\.([0-9]|1[0-4])\.self_attn"})
+    assert upper != lower and not set("/|*\\()[]") & set(upper)
+    sys.modules.pop("sweep_rho", None)
