@@ -99,13 +99,8 @@ def margin_plot(results: dict[float, list[dict[str, Any]]], methods: list[str], 
     reference = methods[0]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method in methods[1:]:
-        points = []
-        for lr, rows in sorted(results.items()):
-            found = [
-                c.result for c in comparisons(rows, methods, (reference,)) if c.p == p and c.method == method
-            ]
-            if found:
-                points.append((lr, found[0]))
+        found = {lr: margins(rows, methods, p).get(method) for lr, rows in sorted(results.items())}
+        points = [(lr, result) for lr, result in found.items() if result is not None]
         xs = [lr for lr, _ in points]
         ys = [r.difference for _, r in points]
         errors = [[r.difference - r.low for _, r in points], [r.high - r.difference for _, r in points]]

@@ -8,7 +8,7 @@ above 2. Cached by folder: resumable.
 
     python scripts/sweep_rho.py --rhos 0.1,0.5,2,8 --sft runs/sweep-alignment2/sft-share0.6-n400
 
-``--knob NAME=VALUE`` (repeatable) sets another of Vaccine's knobs for every rho, which turns the sweep into a
+``--knob KEY=VALUE`` (repeatable) sets another of Vaccine's knobs for every rho, which turns the sweep into a
 test of one hypothesis at a time (issue 14, item 5), e.g. ``--knob perturbation_norm=sample`` or
 ``--knob 'perturb_modules=.*layers\.(1[5-9]|2[0-9])\.self_attn'`` (the upper half of SmolLM2's 30 layers).
 """
@@ -19,18 +19,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sweeps import align, attack, evaluate, progress, report
 
+from vaccine.settings import knob_pair
+
 METRICS = ("harmful_score", "other_share", "benign_refusal_rate", "finetune_accuracy")
-
-
-def knob(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` as a Vaccine knob, the value read as YAML (numbers become numbers)."""
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--knob takes NAME=VALUE, got {text!r}")
-    return name, yaml.safe_load(value)
 
 
 def variant_name(rho: float, knobs: dict[str, Any]) -> str:
@@ -55,7 +48,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=80)
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=100)
-    parser.add_argument("--knob", type=knob, action="append", default=[], help="another knob: NAME=VALUE")
+    parser.add_argument(
+        "--knob", type=knob_pair, action="append", default=[], help="another knob: KEY=VALUE (typed as it)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-rho"))
     args = parser.parse_args()
     knobs = dict(args.knob)

@@ -62,13 +62,17 @@ def test_robustness_reuses_the_grid_alignments_and_reports_a_margin_per_learning
 def test_sweep_rho_knobs_are_typed_and_name_a_folder_of_their_own(monkeypatch):
     import argparse
 
+    from vaccine.methods import METHODS
+    from vaccine.settings import knob_pair
+
     monkeypatch.syspath_prepend(str(SCRIPTS))
     import sweep_rho
 
-    assert sweep_rho.knob("perturbation_norm=sample") == ("perturbation_norm", "sample")
-    assert sweep_rho.knob("tau=10") == ("tau", 10)
-    with pytest.raises(argparse.ArgumentTypeError, match="NAME=VALUE"):
-        sweep_rho.knob("sample")
+    knobs = dict(map(knob_pair, ["perturbation_norm=sample", "tau=10"]))  # what --knob collects
+    built = METHODS.build("vaccine", **knobs)  # how align() hands them to the method
+    assert (built.perturbation_norm, built.tau) == ("sample", 10)
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        knob_pair("sample")
     assert sweep_rho.variant_name(0.1, {}) == "vaccine-rho0.1"  # earlier sweeps' folders are found again
     upper = sweep_rho.variant_name(0.1, {"perturb_modules": r".*layers\.(1[5-9]|2[0-9])\.self_attn"})
     lower = sweep_rho.variant_name(0.1, {"perturb_modules": r".*layers\.([0-9]|1[0-4])\.self_attn"})

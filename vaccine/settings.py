@@ -175,7 +175,8 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _knob(text: str) -> tuple[str, str]:
+def knob_pair(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` from the command line; the value stays a string (``Registry.build`` types it)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expects KEY=VALUE; got {text!r}")
@@ -209,7 +210,7 @@ def add_flags(parser: argparse.ArgumentParser, spec: type) -> None:
         if kind is bool:
             options["action"] = "store_true"
         elif origin is dict:
-            options.update(action="append", type=_knob, metavar="KEY=VALUE")
+            options.update(action="append", type=knob_pair, metavar="KEY=VALUE")
         elif origin in (list, tuple):
             item = typing.get_args(kind)[0]
             if typing.get_origin(item) is tuple:  # repeatable groups of values: --view LABEL ADAPTERS
