@@ -29,7 +29,10 @@ from vaccine.models import EMBEDDED_DEFAULT, load_model_and_tokenizer
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--models", default="embedded,tiny", help="comma list of: embedded, tiny")
+    parser.add_argument("--models", default="embedded,tiny", help="comma list of: embedded (--model), tiny")
+    parser.add_argument(
+        "--model", default=EMBEDDED_DEFAULT, help="the 'embedded' rows' model: an HF id or local path"
+    )
     parser.add_argument("--steps", type=int, default=10, help="measured optimizer steps per contender")
     parser.add_argument("--warmup", type=int, default=1, help="optimizer steps discarded first")
     parser.add_argument("--batch-size", type=int, default=5, help="the demo's (and the paper's) batch")
@@ -79,6 +82,7 @@ def machine(args: argparse.Namespace) -> dict[str, Any]:
         "cpu": cpu,
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "model": args.model,
         "torch": torch.__version__,
         "settings": {k: str(v) for k, v in vars(args).items()},
     }
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only_generation:
         return generation_only(args)
     result: dict[str, Any] = {"machine": machine(args), "step_time": {}}
-    embedded, tokenizer = load_model_and_tokenizer(EMBEDDED_DEFAULT, dtype="float32")
+    embedded, tokenizer = load_model_and_tokenizer(args.model, dtype="float32")
     for name in args.models.split(","):
         base = embedded if name == "embedded" else tiny_model(len(tokenizer))
         result["step_time"][name] = step_benchmarks(args, base, tokenizer, name)
@@ -127,7 +131,7 @@ def generation_only(args: argparse.Namespace) -> int:
     and the section says when and how it was measured."""
     json_path = args.out.with_suffix(".json")
     result = json.loads(json_path.read_text(encoding="utf-8"))
-    embedded, tokenizer = load_model_and_tokenizer(EMBEDDED_DEFAULT, dtype="float32")
+    embedded, tokenizer = load_model_and_tokenizer(args.model, dtype="float32")
     result["generation"] = throughput(
         embedded, tokenizer, args.hs_prompts, args.hs_new_tokens, args.hs_batch_size
     )

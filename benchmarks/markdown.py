@@ -85,7 +85,7 @@ def _generation(generation: dict[str, Any]) -> list[str]:
     )  # fmt: skip
     lines = when + [
         f"{generation['prompts']} AdvBench prompts, up to {generation['max_new_tokens']} new tokens, greedy, "
-        "embedded model, every path in one run; 'same answers': identical to the first row's.",
+        "the 'embedded' rows' model, every path in one run; 'same answers': identical to the first row's.",
         "",
         "| path | engine | batch | seconds | answers/s | same answers |",
         "|---|---|---:|---:|---:|---:|",
@@ -122,6 +122,7 @@ def render(result: dict[str, Any]) -> str:
         f"Command: `{m['command']}`  ",
         f"Machine: {m['cpu']}, {m['torch_threads']} torch threads, device: {m['device']}, "
         f"torch {m['torch']}, {m['platform']}  ",
+        f"Model of the 'embedded' rows: {m.get('model', 'the embedded default')}  ",
         f"Date: {m['date']}",
         "",
         "Step time: wall time between consecutive optimizer steps (data, every pass, optimizer), median over "
@@ -172,6 +173,7 @@ def _notes(machine: dict[str, Any]) -> list[str]:
     if machine["device"] == "CPU only":
         notes.append(
             "- No GPU was available for this run. On a GPU: `python -m benchmarks --bf16 --batch-size 16 "
-            "--out docs/benchmarks-gpu.md` (memory is then the accelerator's peak allocation)."
+            "--out docs/gpu/benchmarks.md` (memory is then the accelerator's peak allocation); one H200's "
+            "run is in docs/gpu/README.md."
         )
     return notes

@@ -12,6 +12,7 @@ import argparse
 import copy
 import tempfile
 
+import torch
 from torch.profiler import ProfilerActivity, profile
 from transformers import set_seed
 
@@ -28,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)  # as docs/profile.md was measured
     parser.add_argument("--rows", type=int, default=12)
+    parser.add_argument("--model", default=EMBEDDED_DEFAULT, help="an HF id or local path")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
     args = parser.parse_args(argv)
     contender = next(c for c in CONTENDERS if c.name == args.contender)
-    settings = Settings(batch_size=args.batch_size, max_length=256, warmup=0, steps=args.steps)
-    base, tokenizer = load_model_and_tokenizer(EMBEDDED_DEFAULT, dtype="float32")
+    settings = Settings(args.batch_size, max_length=256, warmup=0, steps=args.steps, bf16=args.bf16)
+    base, tokenizer = load_model_and_tokenizer(args.model, dtype="float32")
     records = load_records("alignment")[: settings.batch_size * settings.steps]
     set_seed(0)
     model = attach_lora(copy.deepcopy(base), LoraSettings())
@@ -40,9 +43,12 @@ def main(argv: list[str] | None = None) -> int:
             contender, model, DataContext(tokenizer, "chat", settings.max_length), records,
             benchmark_arguments(settings, out),
         )  # fmt: skip
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities) as prof:
             trainer.train()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if torch.cuda.is_available():  # on a GPU the host's time and the device's differ: show both
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.rows))
     return 0
 
 

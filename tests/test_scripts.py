@@ -78,3 +78,32 @@ def test_sweep_rho_knobs_are_typed_and_name_a_folder_of_their_own(monkeypatch):
     lower = sweep_rho.variant_name(0.1, {"perturb_modules": r".*layers\.([0-9]|1[0-4])\.self_attn"})
     assert upper != lower and not set("/|*\\()[]") & set(upper)
     sys.modules.pop("sweep_rho", None)
+
+
+def test_gpu_checks_measure_each_launch_against_the_plain_process(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import gpu_checks
+
+    plain = {"l.lora_A.weight": torch.ones(2, 3), "l.lora_B.weight": torch.full((3, 2), 2.0)}
+    launched = {**plain, "l.lora_B.weight": torch.full((3, 2), 2.2)}
+    for name, tensors in (
+        ("plain", plain),
+        ("launched", launched),
+        ("other", {"x.lora_B.weight": torch.ones(1)}),
+    ):
+        (tmp_path / name / "adapter").mkdir(parents=True)
+        save_file(tensors, tmp_path / name / "adapter" / "adapter_model.safetensors")
+    difference = gpu_checks.adapter_difference(tmp_path / "plain", tmp_path / "launched")
+    assert difference["max_abs_difference"] == pytest.approx(0.2, rel=1e-5)
+    assert difference["lora_B_relative_difference"] == pytest.approx(0.1, rel=1e-5)
+    with pytest.raises(ValueError, match="keys differ"):
+        gpu_checks.adapter_difference(tmp_path / "plain", tmp_path / "other")
+    variants = gpu_checks.launch_commands(4, gpu_checks.REPO / "configs" / "accelerate")
+    assert [count for _, count in variants.values()] == [1, 4, 4, 4]
+    for launcher, _ in variants.values():  # every launch uses a shipped config
+        configs = [Path(arg) for arg in launcher if arg.endswith(".yaml")]
+        assert all(path.is_file() for path in configs)
+    sys.modules.pop("gpu_checks", None)
