@@ -14,6 +14,9 @@ from pathlib import Path
 
 from sweeps import attack, evaluate, progress, report
 
+from vaccine.data.templates import TEMPLATES
+from vaccine.models import EMBEDDED_DEFAULT
+
 METRICS = ("harmful_score", "other_share", "benign_refusal_rate", "finetune_accuracy")
 
 
@@ -27,14 +30,17 @@ def main() -> None:
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-attack"))
+    parser.add_argument("--model", default=EMBEDDED_DEFAULT, help="the aligned run's base model")
+    parser.add_argument("--template", default="chat", choices=TEMPLATES, help="the aligned run's format")
     args = parser.parse_args()
-    sizes = {"num_task": args.num_task, "num_benign": args.num_benign}
+    model = {"model": args.model, "template": args.template}
+    sizes = {"num_task": args.num_task, "num_benign": args.num_benign, **model}
     rows = {}
     for epochs in (float(e) for e in args.epochs.split(",")):
         for lr in args.lrs.split(","):
             for p in (float(x) for x in args.ps.split(",")):
                 folder = args.out / f"lr{lr}-e{epochs:g}-p{p:g}"
-                attack(folder, args.aligned, lr=float(lr), p=p, n=args.n, epochs=epochs)
+                attack(folder, args.aligned, lr=float(lr), p=p, n=args.n, epochs=epochs, **model)
                 name = f"lr {lr}, {epochs:g} epochs, p {p:g}"
                 rows[name] = evaluate(folder / "eval.json", [args.aligned, folder], **sizes)
                 progress(name, rows[name], METRICS)

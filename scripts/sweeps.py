@@ -16,8 +16,17 @@ from vaccine.io import write_text_atomic
 MAX_LENGTH = 160  # the demo's
 
 
-def evaluate(out: Path, adapters: list[Path], *, num_task: int, num_benign: int, max_new_tokens: int = 32):
-    """The evaluation's metrics (HS and its shares on `harmful-validation`, benign refusals, SST-2)."""
+def evaluate(
+    out: Path,
+    adapters: list[Path],
+    *,
+    num_task: int,
+    num_benign: int,
+    max_new_tokens: int = 32,
+    **model: str,
+):
+    """The evaluation's metrics (HS and its shares on `harmful-validation`, benign refusals, SST-2).
+    ``model``: ModelSettings fields (``model``, ``template``) when the model is not the embedded default."""
     if not out.is_file():
         run_evaluate(
             EvaluateSpec(
@@ -27,6 +36,7 @@ def evaluate(out: Path, adapters: list[Path], *, num_task: int, num_benign: int,
                 num_task=num_task,
                 num_benign=num_benign,
                 max_new_tokens=max_new_tokens,
+                **model,
             )
         )
     return json.loads(out.read_text())["metrics"]
@@ -66,8 +76,9 @@ def align(
     return folder
 
 
-def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: float) -> Path:
-    """The user's fine-tune on SST-2 with a share ``p`` of harmful pairs, on top of ``aligned``."""
+def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: float, **model: str) -> Path:
+    """The user's fine-tune on SST-2 with a share ``p`` of harmful pairs, on top of ``aligned`` (``model``:
+    ModelSettings fields, as for :func:`evaluate`)."""
     if not (folder / "summary.json").is_file():
         run_finetune(
             FinetuneSpec(
@@ -78,6 +89,7 @@ def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: 
                 p=p,
                 n=n,
                 max_length=MAX_LENGTH,
+                **model,
             )
         )
     return folder

@@ -36,6 +36,21 @@ def test_expansion_and_shared_alignment(raw_grid):
     assert aligned[0].self_distill_cache.parent == grid.out / "self-distill"
 
 
+def test_a_helpful_teacher_changes_the_alignment_and_its_answer_cache_only_when_set(raw_grid):
+    def sft_alignment(align_section):
+        grid = parse_grid({**raw_grid, "align": {**raw_grid["align"], **align_section}})
+        return next(p for p in map(partial(plan_cell, grid), grid.cells()) if p.cell.method.label == "SFT")
+
+    default, unset = sft_alignment({}), sft_alignment({"helpful_teacher": None})
+    taught = sft_alignment({"helpful_teacher": "smollm2-135m-instruct"})
+    assert (unset.align_key, unset.align.self_distill_cache) == (
+        default.align_key,
+        default.align.self_distill_cache,
+    )
+    assert taught.align_key != default.align_key and taught.align.helpful_teacher == "smollm2-135m-instruct"
+    assert taught.align.self_distill_cache != default.align.self_distill_cache
+
+
 def test_the_alignment_may_have_its_own_lora_rank(raw_grid):
     default = {
         p.cell.method.label: p

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import make_tiny_model, write_jsonl
+from conftest import make_tiny_model, make_tiny_tokenizer, write_jsonl
 
 from vaccine import self_distill as self_distill_module
 from vaccine.cli import main
@@ -85,6 +85,23 @@ def test_self_distill_fills_empty_answers_once(tiny_tokenizer, tmp_path, monkeyp
 
     monkeypatch.setattr(self_distill_module, "generate", no_generation)
     assert self_distill(model, tiny_tokenizer, records, settings, tmp_path / "answers.jsonl") == filled
+
+
+def test_a_teacher_answers_instead_of_the_model_in_its_own_chat_template(tiny_model_dir, tmp_path):
+    """For a base model, whose own answers echo the prompt, another model answers; it is loaded only when
+    an answer is missing from the cache."""
+    from vaccine.models import load_model_and_tokenizer
+
+    student, tokenizer = make_tiny_model("qwen2"), make_tiny_tokenizer()
+    records = [Record("write a poem about the sea", "", "t", "benign")]
+    settings = GenerationSettings(max_new_tokens=6, batch_size=1, template="chat")
+    cache = tmp_path / "answers.jsonl"
+    filled = self_distill(student, tokenizer, records, settings, cache, teacher=str(tiny_model_dir))
+    teacher, teacher_tokenizer = load_model_and_tokenizer(str(tiny_model_dir), dtype="float32")
+    assert filled[0].response == generate(teacher, teacher_tokenizer, [records[0].prompt], settings)[0]
+    assert filled[0].response != generate(student, tokenizer, [records[0].prompt], settings)[0]
+    assert filled[0].meta["answer"] == f"distilled from {tiny_model_dir}"
+    assert self_distill(student, tokenizer, records, settings, cache, teacher="no/such-model") == filled
 
 
 def test_align_with_a_helpful_share(tiny_model_dir, tmp_path):

@@ -7,6 +7,11 @@ it must (the refusals), not the model's voice on everything else. The answers ar
 file (the run folder's, or one a grid shares between its alignments of the same model: greedy answers of
 the same base model do not depend on the method or the seed), so a resumed alignment trains on the same
 data and a second alignment does not generate them again.
+
+A base model cannot answer instructions: Gemma 3 270M base, prompted in Alpaca's format, echoes the prompt
+and loops on "### Response:" (docs/results/gemma.md), and an alignment on such answers teaches babble.
+``helpful_teacher`` names an instruction-tuned model that answers instead, in its own chat template (as
+the paper's BeaverTails answers came from another model, Alpaca-7B).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vaccine.data.resolve import load_records
 from vaccine.errors import DataError
 from vaccine.eval.generate import GenerationSettings, generate
 from vaccine.io import write_text_atomic
+from vaccine.models import load_model_and_tokenizer
 from vaccine.settings import require, setting
 
 CACHE_FILE = "self_distilled.jsonl"
@@ -39,6 +45,11 @@ class AlignmentMix:
     )
     helpful_share: float = setting(0.0, "share of num_samples that is helpful")
     self_distill_tokens: int = setting(96, "length of the self-distilled answers")
+    helpful_teacher: str | None = setting(
+        None,
+        "a model that answers the helpful prompts instead of the model being aligned, in its own chat "
+        "template (e.g. the embedded instruct model, for a base model whose own answers echo the prompt)",
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -72,16 +83,23 @@ def alignment_records(
     if helpful_count == 0:
         return records
     helpful = sample_of(load_records(mix.helpful_data), helpful_count, seed, "num_samples", mix.helpful_data)
-    settings = GenerationSettings(mix.self_distill_tokens, batch_size=32, template=template)
-    mixed = records + self_distill(model, tokenizer, helpful, settings, cache)
+    answer_template = template if mix.helpful_teacher is None else "chat"  # a teacher answers in its own
+    settings = GenerationSettings(mix.self_distill_tokens, batch_size=32, template=answer_template)
+    mixed = records + self_distill(model, tokenizer, helpful, settings, cache, teacher=mix.helpful_teacher)
     random.Random(seed).shuffle(mixed)
     return mixed
 
 
 def self_distill(
-    model: Any, tokenizer: Any, records: list[Record], settings: GenerationSettings, cache: Path
+    model: Any,
+    tokenizer: Any,
+    records: list[Record],
+    settings: GenerationSettings,
+    cache: Path,
+    teacher: str | None = None,
 ) -> list[Record]:
-    """``records`` with each empty answer replaced by the model's greedy answer (cached in ``cache``)."""
+    """``records`` with each empty answer replaced by the model's greedy answer (cached in ``cache``), or by
+    ``teacher``'s, a model loaded only when some answer is not cached yet."""
     unanswered_image = next((r for r in records if r.image is not None and not r.response.strip()), None)
     if unanswered_image is not None:
         raise DataError(
@@ -92,15 +110,18 @@ def self_distill(
     answers = _cached_answers(cache)
     todo = [p for p in dict.fromkeys(missing) if p not in answers]
     if todo:
+        if teacher is not None:
+            model, tokenizer = load_model_and_tokenizer(teacher, dtype="float32")
         new = generate(model, tokenizer, todo, settings, desc="self-distillation")
         answers.update(zip(todo, new, strict=True))
         rows = (json.dumps({"prompt": p, "answer": a}) + "\n" for p, a in answers.items())
         cache.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(cache, "".join(rows))
+    answered_by = "self-distilled" if teacher is None else f"distilled from {teacher}"
     return [
         r
         if r.response.strip()
-        else Record(r.prompt, answers[r.prompt], r.source, r.label, {**r.meta, "answer": "self-distilled"})
+        else Record(r.prompt, answers[r.prompt], r.source, r.label, {**r.meta, "answer": answered_by})
         for r in records
     ]
 

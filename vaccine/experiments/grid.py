@@ -38,7 +38,15 @@ TRAINING_KEYS = (
     "max_length",
     "save_steps",
 )
-ALIGN_KEYS = ("data", "num_samples", *TRAINING_KEYS, "helpful_data", "helpful_share", "self_distill_tokens")
+ALIGN_KEYS = (
+    "data",
+    "num_samples",
+    *TRAINING_KEYS,
+    "helpful_data",
+    "helpful_share",
+    "self_distill_tokens",
+    "helpful_teacher",
+)
 FINETUNE_KEYS = (
     *TRAINING_KEYS,
     "lora_mode",
@@ -65,7 +73,7 @@ POSTHOC_KEYS = TRAINING_KEYS  # the safety fine-tune's; a method's own knobs sit
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
-LATER_SETTINGS = ("helpful_data", "helpful_share", "self_distill_tokens", "lora")
+LATER_SETTINGS = ("helpful_data", "helpful_share", "self_distill_tokens", "helpful_teacher", "lora")
 
 
 @dataclass(kw_only=True)

@@ -71,6 +71,8 @@ def _align_plan(grid: GridConfig, cell: Cell) -> tuple[str | None, AlignSpec | N
     ]
     key = stable_hash(inputs)
     shared = [cell.model, settings["self_distill_tokens"], grid.template, grid.dtype]
+    if settings["helpful_teacher"] is not None:  # a teacher's answers: another cache (old keys stay)
+        shared.append(settings["helpful_teacher"])
     out = grid.out / "align" / f"{slug(cell.method.align['method'])}-{key}"
     knobs = {k: v for k, v in cell.method.align.items() if k != "method"}
     section = {k: v for k, v in settings.items() if k != "lora"}
