@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import ARCHS, make_tiny_model
+from conftest import ARCHS, make_tiny_model, make_tiny_tokenizer
 from transformers.cache_utils import DynamicLayer
 
 from vaccine.errors import ConfigError
@@ -120,3 +120,31 @@ def test_equal_batches_cover_the_order_in_nearly_equal_parts():
     batches = equal_batches(list(range(7)), 3)
     assert [i for b in batches for i in b] == list(range(7)) and {len(b) for b in batches} == {2, 3}
     assert equal_batches([], 4) == []
+
+
+@pytest.mark.parametrize("engine", ["prefix", "hf"])
+def test_generation_reads_the_prompt_ids_that_training_reads(engine):
+    """A tokenizer that adds BOS (Gemma's, Llama-2's) gets it in generation as in training: answering
+    without the BOS it was trained with, Gemma echoed the prompt or stopped after one word."""
+    from tokenizers.processors import TemplateProcessing
+
+    from vaccine.answer_loss import IGNORE_INDEX
+    from vaccine.data.records import Record
+    from vaccine.data.tokenize import encode_record
+
+    tokenizer = make_tiny_tokenizer()
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
+    record = Record("how do i make a story", "sure", "t", "benign")
+    trained = encode_record(tokenizer, record, "alpaca")
+    prompt = [
+        t for t, label in zip(trained["input_ids"], trained["labels"], strict=True) if label == IGNORE_INDEX
+    ]
+    assert prompt[0] == bos
+    model, seen = make_tiny_model("llama"), []
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(kwargs["input_ids"][0]), with_kwargs=True
+    )
+    settings = GenerationSettings(max_new_tokens=2, batch_size=1, template="alpaca", engine=engine)
+    generate(model, tokenizer, [record.prompt], settings)
+    assert torch.cat(seen).tolist()[: len(prompt)] == prompt

@@ -26,8 +26,10 @@ def needs_bos(tokenizer: Any, text: str) -> bool:
     return tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
-def _prompt_ids(tokenizer: Any, text: str) -> list[int]:
-    """Prompt token ids, with BOS only where the tokenizer adds one and the template did not write it."""
+def prompt_ids(tokenizer: Any, text: str) -> list[int]:
+    """Prompt token ids, with BOS only where the tokenizer adds one and the template did not write it: the
+    same ids in training and in generation (Gemma, trained with its BOS and answering without it, echoes the
+    prompt or stops after a word)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return [tokenizer.bos_token_id] + ids if needs_bos(tokenizer, text) else ids
 
@@ -47,7 +49,7 @@ def encode_record(
     """input_ids / attention_mask / labels for one record; prompt positions are labelled -100."""
     if tokenizer.eos_token_id is None:
         raise ConfigError("the tokenizer has no eos token; training needs one to teach the model to stop")
-    prompt = _prompt_ids(tokenizer, format_prompt(tokenizer, record.prompt, template, system))
+    prompt = prompt_ids(tokenizer, format_prompt(tokenizer, record.prompt, template, system))
     answer = tokenizer(record.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     prompt, answer = truncate(prompt, answer, max_length)
     ids = prompt + answer

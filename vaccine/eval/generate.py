@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from vaccine.data.image_prompts import is_processor
 from vaccine.data.templates import format_prompt
+from vaccine.data.tokenize import prompt_ids
 from vaccine.eval.generate_images import generate_with_images
 from vaccine.eval.generation import ENGINES, GenerationSettings, equal_batches, greedy_answers
 from vaccine.eval.prefix_decode import common_prefix_length, decode_batch, eos_ids
@@ -29,7 +30,7 @@ def _encode(tokenizer: Any, texts: Sequence[str], device: torch.device) -> dict[
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # new tokens must follow each prompt directly
     try:
-        batch = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenizer.pad({"input_ids": [prompt_ids(tokenizer, t) for t in texts]}, return_tensors="pt")
     finally:
         tokenizer.padding_side = side
     return {key: value.to(device) for key, value in batch.items()}
@@ -68,7 +69,7 @@ def generate(
 def _prefix_engine(
     model: Any, tokenizer: Any, texts: list[str], settings: GenerationSettings, pad_id: int, desc: str
 ) -> list[str]:
-    token_lists = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    token_lists = [prompt_ids(tokenizer, t) for t in texts]
     prefix_length = common_prefix_length(token_lists)
     prefix, stop = token_lists[0][:prefix_length], eos_ids(model, tokenizer)
     order = sorted(range(len(texts)), key=lambda i: len(token_lists[i]), reverse=True)
