@@ -8,10 +8,11 @@ file (the run folder's, or one a grid shares between its alignments of the same 
 the same base model do not depend on the method or the seed), so a resumed alignment trains on the same
 data and a second alignment does not generate them again.
 
-A base model cannot answer instructions: Gemma 3 270M base, prompted in Alpaca's format, echoes the prompt
-and loops on "### Response:" (docs/results/gemma.md), and an alignment on such answers teaches babble.
-``helpful_teacher`` names an instruction-tuned model that answers instead, in its own chat template (as
-the paper's BeaverTails answers came from another model, Alpaca-7B).
+A base model answers instructions badly: Gemma 3 270M base, prompted in Alpaca's format, answers and then
+writes new "### Instruction/Response" turns of its own (it was never taught to stop; docs/results/gemma.md),
+and an alignment on such answers teaches it to ramble. ``helpful_teacher`` names an instruction-tuned model
+that answers instead, in its own chat template (as the paper's BeaverTails answers came from another model,
+Alpaca-7B).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class AlignmentMix:
     helpful_teacher: str | None = setting(
         None,
         "a model that answers the helpful prompts instead of the model being aligned, in its own chat "
-        "template (e.g. the embedded instruct model, for a base model whose own answers echo the prompt)",
+        "template (e.g. the embedded instruct model, for a base model, which does not stop after its answer)",
     )
 
     def __post_init__(self) -> None:
