@@ -136,8 +136,8 @@ def launches(model: str, args: argparse.Namespace, work: Path) -> list[dict[str,
         code, seconds = run_logged(command, args.out / f"launch-{index}.log")
         row: dict[str, Any] = {"launch": name, "processes": count, "returncode": code}
         row["seconds"] = round(seconds, 1)
-        if code == 0:
-            reference = reference or out
+        reference = out if index == 0 and code == 0 else reference  # the plain process, or none
+        if code == 0 and reference is not None:
             row.update(adapter_difference(reference, out))
         rows.append(row)
         print(f"launch: {name}: {row}", flush=True)
