@@ -14,8 +14,7 @@ from pathlib import Path
 
 from sweeps import attack, evaluate, progress, report
 
-from vaccine.data.templates import TEMPLATES
-from vaccine.models import EMBEDDED_DEFAULT
+from vaccine.settings import ModelSettings, add_flags, cli_fields
 
 METRICS = ("harmful_score", "other_share", "benign_refusal_rate", "finetune_accuracy")
 
@@ -30,10 +29,9 @@ def main() -> None:
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-attack"))
-    parser.add_argument("--model", default=EMBEDDED_DEFAULT, help="the aligned run's base model")
-    parser.add_argument("--template", default="chat", choices=TEMPLATES, help="the aligned run's format")
+    add_flags(parser, ModelSettings)  # the aligned run's model and prompt format, as vaccine's own flags
     args = parser.parse_args()
-    model = {"model": args.model, "template": args.template}
+    model = {f.name: getattr(args, f.name) for f in cli_fields(ModelSettings)}
     sizes = {"num_task": args.num_task, "num_benign": args.num_benign, **model}
     rows = {}
     for epochs in (float(e) for e in args.epochs.split(",")):

@@ -23,7 +23,7 @@ def evaluate(
     num_task: int,
     num_benign: int,
     max_new_tokens: int = 32,
-    **model: str,
+    **model: Any,
 ):
     """The evaluation's metrics (HS and its shares on `harmful-validation`, benign refusals, SST-2).
     ``model``: ModelSettings fields (``model``, ``template``) when the model is not the embedded default."""
@@ -76,7 +76,7 @@ def align(
     return folder
 
 
-def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: float, **model: str) -> Path:
+def attack(folder: Path, aligned: Path, *, lr: float, p: float, n: int, epochs: float, **model: Any) -> Path:
     """The user's fine-tune on SST-2 with a share ``p`` of harmful pairs, on top of ``aligned`` (``model``:
     ModelSettings fields, as for :func:`evaluate`)."""
     if not (folder / "summary.json").is_file():
