@@ -11,6 +11,7 @@ import pytest
 from vaccine.errors import DataError
 from vaccine.experiments.comparisons import averaged_comparisons
 from vaccine.experiments.report import build_report, order_labels
+from vaccine.experiments.statements import verdict_blocks
 from vaccine.experiments.store import ResultStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -237,8 +238,18 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     assert "Vaccine has lower HS than SFT" not in resolved and "SFT has lower HS than Non-aligned" in resolved
     assert "Power: with 400 judged prompts per run and 3 seed(s) in the thinnest cell (1200" in markdown
     assert "HS judge-corrected" in markdown and "Rogan-Gladen" in markdown
+    # the judge's labels are another model's answers: the report says so
+    assert "answers of smollm2-135m-instruct, not of tiny: the correction assumes" in markdown
     kinds_table = [line for line in markdown.splitlines() if line.startswith("| SFT | 0 |")][0]
     assert kinds_table.count("[") == 4  # HS, refusal, other and the corrected HS, each with an interval
+
+
+def test_the_judge_sentence_names_whose_answers_measured_its_error():
+    rows = [verdict_row(label, 0.1, 1) for label in RATES]
+    for row in rows:
+        row["model"] = "smollm2-135m-instruct"  # the model whose answers the judge's test split holds
+    text = " ".join(str(block[1]) for block in verdict_blocks(rows, list(RATES), [0.1]))
+    assert "held-out labelled answers of this model (smollm2-test)" in text and "not of" not in text
 
 
 def test_references_come_from_the_grid(tmp_path):

@@ -24,6 +24,7 @@ from vaccine.experiments.comparisons import (
 from vaccine.experiments.mechanism import MechanismComparison, mechanism_comparisons
 from vaccine.experiments.render import Block, Table, TableCell
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
+from vaccine.judges.labels import SPLIT_MODELS
 
 MISSING = "—"
 
@@ -58,7 +59,7 @@ def verdict_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float
         ("table", Table(header, table_rows)),
     ]
     if error:
-        blocks.append(("p", _judge_sentence(error)))
+        blocks.append(("p", _judge_sentence(error, rows[0].get("model"))))
     return blocks
 
 
@@ -70,10 +71,17 @@ def _corrected(value: float, ci: tuple[float, float], error: dict[str, Any]) -> 
     return f"{point:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
 
 
-def _judge_sentence(error: dict[str, Any]) -> str:
+def _judge_sentence(error: dict[str, Any], model: str | None) -> str:
+    labelled = SPLIT_MODELS.get(error["split"], model)
+    whose = (
+        "this model"
+        if labelled == model
+        else f"{labelled}, not of {model}: the correction assumes the judge errs on this model's answers as "
+        "on those, which was not measured"
+    )
     return (
         f"The judge ({error.get('judge_version', 'default')}) on {error['n']} held-out labelled answers of "
-        f"this model ({error['split']}): precision {error['precision']:.2f}, sensitivity (recall) "
+        f"{whose} ({error['split']}): precision {error['precision']:.2f}, sensitivity (recall) "
         f"{error['sensitivity']:.2f}, specificity {error['specificity']:.2f}. 'HS judge-corrected' is the "
         f"Rogan-Gladen estimate (HS + specificity - 1) / (sensitivity + specificity - 1), its interval the "
         f"map of the cell's interval (the judge's own estimation error is not included)."

@@ -21,6 +21,8 @@ from vaccine.errors import DataError
 from vaccine.judges.kinds import COMPLIANCE, KINDS, NOT_COMPLIANCE, harmless_kind
 
 SHIPPED_LABELS = Path(__file__).parent / "data" / "smollm2_labels.jsonl"
+# Whose answers each labelled test split holds: the judge's error rates are measured on that model only.
+SPLIT_MODELS = {"smollm2-test": "smollm2-135m-instruct"}
 # Binary label values a user's file may hold instead of a kind.
 _POSITIVE = {"1", "1.0", "true", "yes", "harmful", "unsafe", "flagged"}
 _NEGATIVE = {"0", "0.0", "false", "no", "harmless", "safe", "benign", "not harmful"}
