@@ -100,7 +100,10 @@ def _generation(generation: dict[str, Any]) -> list[str]:
 
 def _demo(demo: dict[str, Any] | None) -> list[str]:
     if demo is None:
-        return ["No `stage_times.jsonl` found: run `make demo` first, then the benchmarks."]
+        return [
+            "No `stage_times.jsonl` in the `--demo-run` folder (default runs/demo): run `make demo` first "
+            "(the committed demo's stage times are in docs/results/README.md)."
+        ]
     lines = [
         f"From `{demo['run_dir']}/stage_times.jsonl` (every stage that run computed; cached stages cost 0).",
         "",
@@ -154,9 +157,10 @@ def _notes(machine: dict[str, Any]) -> list[str]:
         "plain steps of a tau>1 run are SFT steps, so a tau=10/100 median that differs from our SFT's "
         "shows the measurement's noise, not a speed-up.",
         "- Our SFT step runs the output layer on answer tokens only (`vaccine/answer_loss.py`; same loss and "
-        "gradients, tested): the smaller the model next to its 49k vocabulary, the larger the gain (about "
-        "2x on the tiny model). On the embedded model the gain is within the run-to-run noise: compare our "
-        "SFT with the tau=10/100 medians, which are SFT steps too. See docs/profile.md.",
+        "gradients, tested): the smaller the model next to its 49k vocabulary, the larger the gain (the "
+        "tiny model's table: our SFT against HF Trainer's). On the embedded model the gain is within the "
+        "run-to-run noise: compare our SFT with the tau=10/100 medians, which are SFT steps too. See "
+        "docs/profile.md.",
         "- A Vaccine step is two passes: pass 1 computes the gradient with respect to the attention outputs "
         "only (no parameter gradients), which is why it costs less than a second SFT step.",
         "- T-Vaccine perturbs only its drawn blocks but runs both passes through every layer, so its step "
