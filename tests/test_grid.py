@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_GRID_LORA as LORA
 from safetensors.torch import load_file
 
-from vaccine.errors import ConfigError
+from vaccine.errors import ConfigError, SettingError
 from vaccine.experiments import stages
 from vaccine.experiments.grid import parse_grid
 from vaccine.experiments.index import index_grid
@@ -49,6 +49,18 @@ def test_a_helpful_teacher_changes_the_alignment_and_its_answer_cache_only_when_
     )
     assert taught.align_key != default.align_key and taught.align.helpful_teacher == "smollm2-135m-instruct"
     assert taught.align.self_distill_cache != default.align.self_distill_cache
+
+
+def test_a_full_alignment_is_its_own_stage_and_the_default_keeps_old_keys(raw_grid):
+    def sft_alignment(align_section):
+        grid = parse_grid({**raw_grid, "align": {**raw_grid["align"], **align_section}})
+        return next(p for p in map(partial(plan_cell, grid), grid.cells()) if p.cell.method.label == "SFT")
+
+    default, lora, full = (sft_alignment(s) for s in ({}, {"full_finetune": False}, {"full_finetune": True}))
+    assert lora.align_key == default.align_key and not default.align.full_finetune
+    assert full.align_key != default.align_key and full.align.full_finetune
+    with pytest.raises(SettingError, match="full_finetune: must be true or false"):
+        sft_alignment({"full_finetune": "yes"})
 
 
 def test_the_alignment_may_have_its_own_lora_rank(raw_grid):

@@ -1,4 +1,5 @@
-"""The alignment stage: base model + alignment data -> a LoRA adapter trained with SFT or Vaccine.
+"""The alignment stage: base model + alignment data -> a LoRA adapter (or, with ``full_finetune``, every
+weight) trained with SFT or Vaccine.
 
 Readable top to bottom (a torchtune-style recipe): validate the spec, load data and model, attach LoRA,
 train with :class:`VaccineTrainer`, write the adapter, the resolved config and the log into one folder.
@@ -21,7 +22,7 @@ from .methods import METHODS, AlignMethod
 from .models import load_model_and_tokenizer
 from .run_folders import train_and_save
 from .self_distill import CACHE_FILE, AlignmentMix, alignment_records
-from .settings import LoraFields, ModelSettings, TrainingSettings, setting
+from .settings import LoraFields, ModelSettings, TrainingSettings, require, setting
 
 
 @dataclass(kw_only=True)
@@ -44,12 +45,23 @@ class AlignSpec(ModelSettings, TrainingSettings, LoraFields, AlignmentMix):
     method_args: dict[str, Any] = setting(
         factory=dict, help="a method knob (repeatable)", flag="--method-arg"
     )
+    full_finetune: bool = setting(
+        False,
+        "train every weight of the model instead of a LoRA adapter (the lora_* settings are then unused; "
+        "the weights are saved as adapter/full_weights.safetensors, which every later stage reads); "
+        "issue 14's LoRA-versus-full test",
+    )
 
     def __post_init__(self) -> None:
         ModelSettings.__post_init__(self)
         TrainingSettings.__post_init__(self)
         LoraFields.__post_init__(self)
         AlignmentMix.__post_init__(self)
+        require(
+            isinstance(self.full_finetune, bool),
+            "full_finetune",
+            f"must be true or false; got {self.full_finetune!r}",
+        )
         self.self_distill_cache = Path(self.self_distill_cache or self.out / CACHE_FILE)
         shortcuts = {k: v for k, v in (("rho", self.rho), ("tau", self.tau)) if v is not None}
         self.method_obj: AlignMethod = METHODS.build(self.method, **{**self.method_args, **shortcuts})
@@ -78,7 +90,8 @@ def run_alignment(spec: AlignSpec) -> dict[str, Any]:
     )
     if spec.helpful_share > 0:
         set_seed(spec.training.seed)  # the LoRA init does not depend on how long self-distillation ran
-    model = attach_lora(model, spec.lora)
+    if not spec.full_finetune:
+        model = attach_lora(model, spec.lora)
     data = DataContext(tokenizer, spec.template, spec.max_length)
     write_json_atomic(spec.out / "config.json", spec.to_dict())
     trainer = spec.method_obj.trainer_class(

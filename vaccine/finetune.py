@@ -25,7 +25,7 @@ from vaccine.defenses import DEFENSES
 from vaccine.eval.drift import DriftTracker
 from vaccine.finetune_trainer import FinetuneContext, FinetuneDefense, FinetuneTrainer
 from vaccine.io import write_json_atomic
-from vaccine.lora import attach_lora, load_adapter, merge_lora
+from vaccine.lora import attach_lora, load_adapter, load_merged
 from vaccine.models import load_model_and_tokenizer
 from vaccine.run_folders import adapter_dir, train_and_save
 from vaccine.settings import LoraFields, ModelSettings, TrainingSettings, check_choice, require, setting
@@ -121,10 +121,9 @@ def prepare_model(spec: FinetuneSpec) -> tuple[Any, Any]:
     )
     if spec.aligned is None:
         return attach_lora(model, spec.lora), tokenizer
-    aligned = load_adapter(model, adapter_dir(spec.aligned), trainable=spec.lora_mode == "single")
     if spec.lora_mode == "single":
-        return aligned, tokenizer
-    return attach_lora(merge_lora(aligned), spec.lora), tokenizer
+        return load_adapter(model, adapter_dir(spec.aligned), trainable=True), tokenizer
+    return attach_lora(load_merged(model, adapter_dir(spec.aligned)), spec.lora), tokenizer
 
 
 def drift_tracking(spec: FinetuneSpec, model: Any, data: DataContext) -> list[DriftTracker]:

@@ -1,9 +1,13 @@
-"""LoRA adapters: the only parameters Vaccine trains, at alignment and at fine-tuning.
+"""LoRA adapters: the parameters Vaccine trains, at alignment and at fine-tuning.
 
 Defaults follow the official Vaccine code (r=8, alpha=4, dropout 0.1 on the attention and MLP projections).
 Target modules are found per model so that the same settings work on Llama-style models, GPT-2, OPT and
 GPT-NeoX without the user knowing their layer names; in a vision-language model only its language model is
 adapted (the vision tower and the projector stay frozen).
+
+An alignment may instead train every weight (``full_finetune``: issue 14's LoRA-versus-full test). Its
+output folder then holds the trained weights as ``full_weights.safetensors`` in place of an adapter, and
+:func:`load_merged` puts either kind onto a base model, so every later stage reads both alike.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import safetensors
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from safetensors.torch import load_file, save_file
 from transformers.pytorch_utils import Conv1D
 
 from .errors import ConfigError, ModelError, SettingError
@@ -35,6 +41,7 @@ FAMILY_TARGETS: dict[str, tuple[str, ...]] = {
     "phi": ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"),
 }
 ADAPTER_CONFIG = "adapter_config.json"
+FULL_WEIGHTS = "full_weights.safetensors"  # a fully fine-tuned alignment's weights, in its adapter folder
 
 
 @dataclass
@@ -165,17 +172,23 @@ def merge_lora(model: PeftModel) -> torch.nn.Module:
 
 
 def save_adapter(
-    model: PeftModel,
+    model: torch.nn.Module,
     directory: str | os.PathLike[str],
     weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Save only the adapter (small) as safetensors plus adapter_config.json. ``weights`` replaces the
+    """Save only the adapter (small) as safetensors plus adapter_config.json; a model without an adapter (a
+    full fine-tune) saves its trained weights as ``full_weights.safetensors``. ``weights`` replaces the
     model's own tensors when those are shards (FSDP): pass ``gather_trainable_weights(model)``."""
-    if not isinstance(model, PeftModel):
-        raise ModelError("save_adapter needs a model with a LoRA adapter (a PeftModel)")
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True, state_dict=weights)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(str(path), safe_serialization=True, state_dict=weights)
+        return path
+    if weights is None:  # named_parameters lists a tied weight once, so safetensors sees no shared tensor
+        weights = {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad}
+    if not weights:
+        raise ModelError("nothing to save: the model has no adapter and no trainable weights")
+    save_file({name: t.contiguous() for name, t in weights.items()}, str(path / FULL_WEIGHTS))
     return path
 
 
@@ -227,11 +240,50 @@ def load_adapter(
     base_model: torch.nn.Module, directory: str | os.PathLike[str], *, trainable: bool = False
 ) -> PeftModel:
     """Put a saved LoRA adapter on ``base_model``; ``trainable=True`` to keep training it (Single-LoRA)."""
+    if is_full_weights(directory):
+        raise ConfigError(
+            f"{directory} holds a full fine-tune's weights, not a LoRA adapter: it cannot be kept as a "
+            "separate adapter (lora_mode single); use lora_mode double"
+        )
     read_adapter_config(directory)
     try:
         return PeftModel.from_pretrained(base_model, str(directory), is_trainable=trainable)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ModelError(f"cannot load adapter from {directory}: {err}") from err
+
+
+def is_full_weights(directory: str | os.PathLike[str]) -> bool:
+    """True for a fully fine-tuned alignment's folder (``full_weights.safetensors``, no adapter)."""
+    return (Path(directory) / FULL_WEIGHTS).is_file()
+
+
+def load_full_weights(base_model: torch.nn.Module, directory: str | os.PathLike[str]) -> torch.nn.Module:
+    """Overwrite ``base_model``'s weights with a full fine-tune's; every saved tensor must fit a weight."""
+    path = Path(directory) / FULL_WEIGHTS
+    try:
+        weights = load_file(str(path))
+    except (OSError, safetensors.SafetensorError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file: {err}") from err
+    own = dict(base_model.named_parameters())
+    unknown = sorted(set(weights) - set(own))
+    if unknown:
+        raise ModelError(f"{path}: {len(unknown)} tensors match no weight of this model, e.g. {unknown[:3]}")
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            if tensor.shape != own[name].shape:
+                raise ModelError(
+                    f"{path}: {name} has shape {tuple(tensor.shape)}, the model's {tuple(own[name].shape)}"
+                )
+            own[name].copy_(tensor)
+    return base_model
+
+
+def load_merged(base_model: torch.nn.Module, directory: str | os.PathLike[str]) -> torch.nn.Module:
+    """``base_model`` with a saved stage's weights in it: a LoRA adapter merged, or a full fine-tune's
+    weights written over its own (Double-LoRA: the result is the next stage's base)."""
+    if is_full_weights(directory):
+        return load_full_weights(base_model, directory)
+    return merge_lora(load_adapter(base_model, directory))
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

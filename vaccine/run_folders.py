@@ -13,18 +13,27 @@ from typing import Any
 from vaccine import __version__
 from vaccine.errors import ModelError
 from vaccine.io import write_json_atomic
-from vaccine.lora import count_parameters, gather_trainable_weights, is_sharded, save_adapter
+from vaccine.lora import (
+    ADAPTER_CONFIG,
+    FULL_WEIGHTS,
+    count_parameters,
+    gather_trainable_weights,
+    is_sharded,
+    load_merged,
+    save_adapter,
+)
 from vaccine.metered import MeteredTrainer
 
 log = logging.getLogger(__name__)
 
 
 def adapter_dir(path: Path) -> Path:
-    """Accept a run folder (with adapter/) or the adapter folder itself."""
+    """Accept a run folder (with adapter/) or the adapter folder itself (a LoRA adapter, or a full
+    fine-tune's weights)."""
     path = Path(path)
     candidate = path / "adapter" if (path / "adapter").is_dir() else path
-    if not (candidate / "adapter_config.json").is_file():
-        raise ModelError(f"{path}: no adapter_config.json there or in {path / 'adapter'}")
+    if not any((candidate / name).is_file() for name in (ADAPTER_CONFIG, FULL_WEIGHTS)):
+        raise ModelError(f"{path}: no {ADAPTER_CONFIG} (or {FULL_WEIGHTS}) there or in {path / 'adapter'}")
     return candidate
 
 
@@ -100,10 +109,9 @@ def load_merged_model(
     model: str, adapters: list[Path], *, dtype: str = "float32", trust_remote_code: bool = False
 ) -> tuple[Any, Any]:
     """The base model with each adapter merged in, in order: [alignment, fine-tuning] for Double-LoRA."""
-    from vaccine.lora import load_adapter, merge_lora
     from vaccine.models import load_model_and_tokenizer
 
     loaded, tokenizer = load_model_and_tokenizer(model, dtype=dtype, trust_remote_code=trust_remote_code)
     for path in adapters:
-        loaded = merge_lora(load_adapter(loaded, adapter_dir(path)))
+        loaded = load_merged(loaded, adapter_dir(path))
     return loaded.eval(), tokenizer

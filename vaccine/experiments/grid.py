@@ -46,6 +46,7 @@ ALIGN_KEYS = (
     "helpful_share",
     "self_distill_tokens",
     "helpful_teacher",
+    "full_finetune",
 )
 FINETUNE_KEYS = (
     *TRAINING_KEYS,
@@ -73,7 +74,14 @@ POSTHOC_KEYS = TRAINING_KEYS  # the safety fine-tune's; a method's own knobs sit
 LORA_KEYS = ("r", "alpha", "dropout", "target_modules")
 # Settings added after grids were run: at their default they stay out of the cache key, so the stages of
 # grids run before they existed are still found (a new setting at its default changes nothing).
-LATER_SETTINGS = ("helpful_data", "helpful_share", "self_distill_tokens", "helpful_teacher", "lora")
+LATER_SETTINGS = (
+    "helpful_data",
+    "helpful_share",
+    "self_distill_tokens",
+    "helpful_teacher",
+    "lora",
+    "full_finetune",
+)
 
 
 @dataclass(kw_only=True)
