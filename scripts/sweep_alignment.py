@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument("--full-finetune", action="store_true", help="train every weight, not a LoRA adapter")
     parser.add_argument("--num-task", type=int, default=200)
     parser.add_argument("--num-benign", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path("runs/sweep-alignment"))
@@ -37,10 +38,11 @@ def main() -> None:
     for num_samples in (int(n) for n in args.samples.split(",")):
         for share in (float(s) for s in args.shares.split(",")):
             length = "" if (args.epochs, args.lr) == (1, 1e-3) else f"-e{args.epochs:g}-lr{args.lr:g}"
-            length += "" if args.lora_r == 8 else f"-r{args.lora_r}"
+            length += "-full" if args.full_finetune else ("" if args.lora_r == 8 else f"-r{args.lora_r}")
             folder = args.out / f"{args.method}-{args.data}-share{share:g}-n{num_samples}{length}"
             align(folder, method=args.method, data=args.data, share=share, num_samples=num_samples,
-                  lr=args.lr, epochs=args.epochs, lora_r=args.lora_r)  # fmt: skip
+                  lr=args.lr, epochs=args.epochs, lora_r=args.lora_r,
+                  full_finetune=args.full_finetune)  # fmt: skip
             name = f"{args.method}, {args.data}, helpful share {share:g}, {num_samples} samples{length}"
             rows[name] = evaluate(folder / "eval.json", [folder], **sizes)
             progress(name, rows[name], METRICS)

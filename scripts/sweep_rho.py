@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--align-lr", type=float, default=1e-3)
     parser.add_argument("--align-epochs", type=float, default=1)
     parser.add_argument("--lora-r", type=int, default=8, help="the alignment's LoRA rank (as the SFT one's)")
+    parser.add_argument(
+        "--full-finetune", action="store_true", help="train every weight, not a LoRA adapter (as the SFT one)"
+    )
     parser.add_argument("--attack-lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=2)
     parser.add_argument("--p", type=float, default=0.1)
@@ -70,7 +73,7 @@ def main() -> None:
 
     measure("SFT", args.sft)
     for rho in (float(r) for r in args.rhos.split(",")):
-        folder = args.out / variant_name(rho, knobs)
+        folder = args.out / (variant_name(rho, knobs) + ("-full" if args.full_finetune else ""))
         align(
             folder,
             method="vaccine",
@@ -80,10 +83,12 @@ def main() -> None:
             lr=args.align_lr,
             epochs=args.align_epochs,
             lora_r=args.lora_r,
+            full_finetune=args.full_finetune,
             rho=rho,
             **knobs,
         )
         settings = "".join(f", {name} {value}" for name, value in knobs.items())
+        settings += ", every weight trained" if args.full_finetune else ""
         measure(f"Vaccine rho {rho:g}{settings}", folder)
 
 

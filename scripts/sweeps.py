@@ -52,10 +52,12 @@ def align(
     lr: float,
     epochs: float = 1,
     lora_r: int = 8,
+    full_finetune: bool = False,
     **knobs: Any,
 ) -> Path:
     """An aligned adapter: ``num_samples`` pairs, ``share`` of them benign prompts answered by the base
-    model itself (self-distillation), the rest harmful prompts with safe answers from ``data``."""
+    model itself (self-distillation), the rest harmful prompts with safe answers from ``data``;
+    ``full_finetune`` trains every weight instead (``lora_r`` unused)."""
     if not (folder / "summary.json").is_file():
         run_alignment(
             AlignSpec(
@@ -71,6 +73,7 @@ def align(
                 helpful_data="benign" if share > 0 else None,
                 helpful_share=share,
                 max_length=MAX_LENGTH,
+                full_finetune=full_finetune,
             )
         )
     return folder
