@@ -239,7 +239,8 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     assert "Power: with 400 judged prompts per run and 3 seed(s) in the thinnest cell (1200" in markdown
     assert "HS judge-corrected" in markdown and "Rogan-Gladen" in markdown
     # the judge's labels are another model's answers: the report says so
-    assert "answers of smollm2-135m-instruct, not of tiny: the correction assumes" in markdown
+    assert "answers of smollm2-135m-instruct (smollm2-test)" in markdown
+    assert "These are not tiny's answers: the correction assumes" in markdown
     kinds_table = [line for line in markdown.splitlines() if line.startswith("| SFT | 0 |")][0]
     assert kinds_table.count("[") == 4  # HS, refusal, other and the corrected HS, each with an interval
 
@@ -249,7 +250,7 @@ def test_the_judge_sentence_names_whose_answers_measured_its_error():
     for row in rows:
         row["model"] = "smollm2-135m-instruct"  # the model whose answers the judge's test split holds
     text = " ".join(str(block[1]) for block in verdict_blocks(rows, list(RATES), [0.1]))
-    assert "held-out labelled answers of this model (smollm2-test)" in text and "not of" not in text
+    assert "held-out labelled answers of this model (smollm2-test)" in text and "These are not" not in text
 
 
 def test_references_come_from_the_grid(tmp_path):

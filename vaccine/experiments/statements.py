@@ -73,18 +73,19 @@ def _corrected(value: float, ci: tuple[float, float], error: dict[str, Any]) -> 
 
 def _judge_sentence(error: dict[str, Any], model: str | None) -> str:
     labelled = SPLIT_MODELS.get(error["split"], model)
-    whose = (
-        "this model"
+    other_model = (
+        ""
         if labelled == model
-        else f"{labelled}, not of {model}: the correction assumes the judge errs on this model's answers as "
-        "on those, which was not measured"
+        else f" These are not {model}'s answers: the correction assumes the judge errs on its answers as on "
+        f"{labelled}'s, which was not measured."
     )
     return (
         f"The judge ({error.get('judge_version', 'default')}) on {error['n']} held-out labelled answers of "
-        f"{whose} ({error['split']}): precision {error['precision']:.2f}, sensitivity (recall) "
-        f"{error['sensitivity']:.2f}, specificity {error['specificity']:.2f}. 'HS judge-corrected' is the "
-        f"Rogan-Gladen estimate (HS + specificity - 1) / (sensitivity + specificity - 1), its interval the "
-        f"map of the cell's interval (the judge's own estimation error is not included)."
+        f"{'this model' if labelled == model else labelled} ({error['split']}): precision "
+        f"{error['precision']:.2f}, sensitivity (recall) {error['sensitivity']:.2f}, specificity "
+        f"{error['specificity']:.2f}.{other_model} 'HS judge-corrected' is the Rogan-Gladen estimate (HS + "
+        "specificity - 1) / (sensitivity + specificity - 1), its interval the map of the cell's interval "
+        "(the judge's own estimation error is not included)."
     )
 
 
