@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from vaccine.errors import ConfigError, ModelError
 from vaccine.lora import (
+    FULL_WEIGHTS,
     LoraSettings,
     attach_lora,
     count_parameters,
@@ -121,11 +122,16 @@ def test_bad_adapter_config_names_file(tmp_path, tiny_llama) -> None:
         load_adapter(tiny_llama, tmp_path)
 
 
-def test_merge_and_save_need_peft_model(tiny_llama, tmp_path) -> None:
+def test_merge_needs_an_adapter_and_a_plain_model_saves_its_trained_weights(tiny_llama, tmp_path) -> None:
     with pytest.raises(ModelError):
         merge_lora(tiny_llama)
-    with pytest.raises(ModelError):
-        save_adapter(tiny_llama, tmp_path)
+    save_adapter(tiny_llama, tmp_path / "full")  # a full fine-tune: every trainable weight
+    assert (tmp_path / "full" / FULL_WEIGHTS).is_file() and not (
+        tmp_path / "full" / "adapter_config.json"
+    ).exists()
+    tiny_llama.requires_grad_(False)
+    with pytest.raises(ModelError, match="nothing to save"):
+        save_adapter(tiny_llama, tmp_path / "frozen")
 
 
 def test_pickle_adapter_is_refused_with_an_explanation(tmp_path, tiny_llama) -> None:
