@@ -268,12 +268,13 @@ def load_full_weights(base_model: torch.nn.Module, directory: str | os.PathLike[
     unknown = sorted(set(weights) - set(own))
     if unknown:
         raise ModelError(f"{path}: {len(unknown)} tensors match no weight of this model, e.g. {unknown[:3]}")
+    for name, tensor in weights.items():  # every tensor checked before any weight is written
+        if tensor.shape != own[name].shape:
+            raise ModelError(
+                f"{path}: {name} has shape {tuple(tensor.shape)}, the model's {tuple(own[name].shape)}"
+            )
     with torch.no_grad():
         for name, tensor in weights.items():
-            if tensor.shape != own[name].shape:
-                raise ModelError(
-                    f"{path}: {name} has shape {tuple(tensor.shape)}, the model's {tuple(own[name].shape)}"
-                )
             own[name].copy_(tensor)
     return base_model
 

@@ -18,6 +18,7 @@ from vaccine.lora import (
     FULL_WEIGHTS,
     count_parameters,
     gather_trainable_weights,
+    is_full_weights,
     is_sharded,
     load_merged,
     save_adapter,
@@ -32,7 +33,7 @@ def adapter_dir(path: Path) -> Path:
     fine-tune's weights)."""
     path = Path(path)
     candidate = path / "adapter" if (path / "adapter").is_dir() else path
-    if not any((candidate / name).is_file() for name in (ADAPTER_CONFIG, FULL_WEIGHTS)):
+    if not ((candidate / ADAPTER_CONFIG).is_file() or is_full_weights(candidate)):
         raise ModelError(f"{path}: no {ADAPTER_CONFIG} (or {FULL_WEIGHTS}) there or in {path / 'adapter'}")
     return candidate
 
