@@ -52,6 +52,30 @@ def test_a_grid_takes_the_stages_an_earlier_grid_computed(raw_grid, tmp_path):
     assert not any(path.is_symlink() for path in (second.out / "align").iterdir())
 
 
+def test_rows_carried_without_weights_or_answers_resume_a_grid_elsewhere(raw_grid, tmp_path):
+    first = parse_grid(
+        {**raw_grid, "methods": raw_grid["methods"][:2], "p": [0.5], "tsne": {"enabled": False}}
+    )
+    run_grid(first)
+    carried = tmp_path / "carried" / "eval"  # what a session commits: the row files, nothing else
+    carried.mkdir(parents=True)
+    for row in (first.out / "eval").glob("*.row.json"):
+        shutil.copy(row, carried / row.name)
+    before = rows_by_label(first.out)
+    shutil.rmtree(first.out)  # the next session starts without the run folder
+    again = {**raw_grid, "reuse": [str(carried.parent)], "p": [0.5], "tsne": {"enabled": False}}
+    second = parse_grid(again)
+    assert run_grid(second)["computed"] == 1  # Vaccine only: the carried cells are done
+    assert stages_run(second.out) == ["align", "evaluate", "finetune"]
+    assert not any(path.is_symlink() for path in (second.out / "eval").iterdir())  # no link to no answers
+    after = rows_by_label(second.out)
+    assert sorted(after) == ["Non-aligned", "SFT", "Vaccine"]
+    for label in ("Non-aligned", "SFT"):
+        assert after[label]["metrics"] == before[label]["metrics"]
+        assert after[label]["verdicts"] == before[label]["verdicts"]
+    assert run_grid(parse_grid(again))["computed"] == 0
+
+
 def test_a_stage_in_progress_here_is_not_replaced_by_a_link(raw_grid, tmp_path):
     first = parse_grid(
         {**raw_grid, "methods": raw_grid["methods"][1:2], "p": [0.5], "tsne": {"enabled": False}}

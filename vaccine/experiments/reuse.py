@@ -7,6 +7,12 @@ it runs, a grid links each stage it still lacks to the same relative path under 
 that stage is done. Links are relative (the runs folder can move as a whole) and read-only in intent: a
 stage found done is never written again. Evaluations bring their row file, copied, so the grid's index
 lists them as its own cells with the package versions they were computed with.
+
+A row is all the report and the resume need of a cell (its metrics, per-prompt verdicts, curves and
+costs), so a run's results travel without its weights: a folder holding only ``eval/*.row.json``, copied
+from a grid's ``out`` and committed, is a ``reuse:`` folder too. The next machine or session takes those
+cells as done and computes only the rest (a stage a missing cell needs again is trained again, from the
+same seed).
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ def link_reused_stages(grid: GridConfig, plans: list[CellPlan]) -> int:
                 _link(folder, source)
                 linked += 1
         eval_json = plan.evaluate.out
+        if row_path(eval_json).is_file():
+            continue  # evaluated here, or its row carried here earlier
         source = _missing_here_done_there(grid, eval_json, lambda path: row_path(path).is_file())
         if source is not None:
-            _link(eval_json, source)
+            if source.is_file():  # a folder of carried rows has no answers to link
+                _link(eval_json, source)
             write_text_atomic(row_path(eval_json), row_path(source).read_text(encoding="utf-8"))
             linked += 1
     if linked:
