@@ -44,6 +44,7 @@ def test_a_grid_takes_the_stages_an_earlier_grid_computed(raw_grid, tmp_path):
     # the first grid deleted: the rows were copied, so the second grid loses no result
     shutil.rmtree(first.out)
     assert run_grid(second)["computed"] == 0 and sorted(rows_by_label(second.out)) == sorted(after)
+    assert all(path.exists() for path in (second.out / "eval").iterdir())  # no link left into the deleted
     # and a stage it needs again (a new p for SFT) is computed here, the dangling link replaced
     third = parse_grid(
         {**wider, "p": [0.25], "methods": raw_grid["methods"][1:2], "tsne": {"enabled": False}}
@@ -73,7 +74,13 @@ def test_rows_carried_without_weights_or_answers_resume_a_grid_elsewhere(raw_gri
     for label in ("Non-aligned", "SFT"):
         assert after[label]["metrics"] == before[label]["metrics"]
         assert after[label]["verdicts"] == before[label]["verdicts"]
+    # a row here is never replaced: a carried row that changed later is not copied over it
+    sft_row = next(path for path in carried.iterdir() if path.name.startswith("sft-"))
+    text = sft_row.read_text()
+    assert '"label": "SFT"' in text
+    sft_row.write_text(text.replace('"label": "SFT"', '"label": "SFT, changed"'))
     assert run_grid(parse_grid(again))["computed"] == 0
+    assert sorted(rows_by_label(second.out)) == ["Non-aligned", "SFT", "Vaccine"]
 
 
 def test_a_stage_in_progress_here_is_not_replaced_by_a_link(raw_grid, tmp_path):

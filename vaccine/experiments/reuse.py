@@ -11,8 +11,10 @@ lists them as its own cells with the package versions they were computed with.
 A row is all the report and the resume need of a cell (its metrics, per-prompt verdicts, curves and
 costs), so a run's results travel without its weights: a folder holding only ``eval/*.row.json``, copied
 from a grid's ``out`` and committed, is a ``reuse:`` folder too. The next machine or session takes those
-cells as done and computes only the rest (a stage a missing cell needs again is trained again, from the
-same seed).
+cells as done and computes only the rest: a stage a missing cell needs again (SFT's attack, for a repair
+of it) is trained again from the same seed, so keep such cells in one session where the training is not
+bit-reproducible. Without the answers a carried cell cannot be judged again: after a judge changes, its
+key changes and the cell is computed anew.
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def link_reused_stages(grid: GridConfig, plans: list[CellPlan]) -> int:
                 _link(folder, source)
                 linked += 1
         eval_json = plan.evaluate.out
+        _drop_broken_link(eval_json)
         if row_path(eval_json).is_file():
-            continue  # evaluated here, or its row carried here earlier
+            continue  # evaluated here, or its row carried here earlier: never replaced
         source = _missing_here_done_there(grid, eval_json, lambda path: row_path(path).is_file())
         if source is not None:
             if source.is_file():  # a folder of carried rows has no answers to link
@@ -59,8 +62,7 @@ def _missing_here_done_there(grid: GridConfig, path: Path, done: Callable[[Path]
     """The same stage under the first ``reuse`` folder where it is ``done``; None when ``path`` exists
     here (computed, in progress or linked before) or nowhere is it done. A link whose target was deleted
     is removed first."""
-    if path.is_symlink() and not path.exists():
-        path.unlink()  # a link into a folder since deleted: link again, or compute here
+    _drop_broken_link(path)
     if path.exists():
         return None
     relative = path.relative_to(grid.out)
@@ -70,3 +72,9 @@ def _missing_here_done_there(grid: GridConfig, path: Path, done: Callable[[Path]
 def _link(path: Path, source: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.symlink_to(os.path.relpath(source, path.parent))
+
+
+def _drop_broken_link(path: Path) -> None:
+    """Remove ``path`` if it is a link into a folder since deleted: it is linked again, or computed here."""
+    if path.is_symlink() and not path.exists():
+        path.unlink()

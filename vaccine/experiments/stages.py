@@ -231,7 +231,7 @@ def earlier_answers(plan: CellPlan) -> Path | None:
     found = sorted(
         p
         for p in plan.evaluate.out.parent.glob(f"{stem}-j*.json")
-        if p != plan.evaluate.out and not p.name.endswith(ROW_SUFFIX)
+        if p != plan.evaluate.out and not p.name.endswith(ROW_SUFFIX) and p.is_file()  # not a broken link
     )
     return found[-1] if found else None
 
