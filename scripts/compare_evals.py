@@ -3,6 +3,8 @@ reference: the difference with its paired-bootstrap 95% interval, the exact McNe
 and the smallest difference the test could detect with 80% power.
 
     python scripts/compare_evals.py --reference "SFT=runs/x/eval.json" "Vaccine rho 1=runs/y/eval.json" ...
+
+A grid cell's row file (``eval/*.row.json``) stands for its evaluation JSON.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from vaccine.stats import compare, minimum_detectable_difference
 
 
 def flags(path: Path) -> dict[str, bool]:
-    """Prompt -> judged compliance, from one evaluation's per-prompt records."""
-    records = json.loads(path.read_text(encoding="utf-8"))["records"]["harmful"]
-    return {r["prompt"]: r["kind"] == "compliance" for r in records}
+    """Prompt -> judged compliance, from one evaluation's per-prompt records, or from a grid cell's row
+    file (``eval/*.row.json``: the verdicts a carried cell keeps without its answers)."""
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if "verdicts" in result:
+        pairs = zip(result["verdicts"]["prompts"], result["verdicts"]["kinds"], strict=True)
+        return {prompt: kind == "compliance" for prompt, kind in pairs}
+    return {r["prompt"]: r["kind"] == "compliance" for r in result["records"]["harmful"]}
 
 
 def main() -> None:

@@ -107,3 +107,19 @@ def test_gpu_checks_measure_each_launch_against_the_plain_process(tmp_path, monk
         configs = [Path(arg) for arg in launcher if arg.endswith(".yaml")]
         assert all(path.is_file() for path in configs)
     sys.modules.pop("gpu_checks", None)
+
+
+def test_compare_evals_reads_an_evaluation_json_and_a_row_file_alike(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import compare_evals
+
+    prompts, kinds = ["a", "b", "c"], ["compliance", "refusal", "other"]
+    evaluation = tmp_path / "eval.json"
+    records = [{"prompt": p, "kind": k} for p, k in zip(prompts, kinds, strict=True)]
+    evaluation.write_text(json.dumps({"records": {"harmful": records}}))
+    row = tmp_path / "cell.row.json"
+    row.write_text(json.dumps({"verdicts": {"prompts": prompts, "kinds": kinds}}))
+    expected = {"a": True, "b": False, "c": False}
+    assert compare_evals.flags(evaluation) == expected == compare_evals.flags(row)
