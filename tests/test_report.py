@@ -322,3 +322,26 @@ def test_hs_averaged_over_p_matches_prompts_within_each_seed(tmp_path):
     (found,) = averaged_comparisons(rows, ["SFT", "Vaccine"], ("SFT",))
     assert found.method == "Vaccine" and found.over == (0.0, 0.1)
     assert found.result.prompts == 400 and found.result.seeds == 2
+
+
+@pytest.mark.parametrize("panels", [1, 3])
+def test_figure_titles_stay_inside_the_figure(panels: int) -> None:
+    """A one-panel figure is narrower than a title naming model, task and n: the title wraps instead of
+    being cut at both edges, and a short title leaves the figure's size alone."""
+    import matplotlib.pyplot as plt
+
+    from vaccine.experiments.plots import figure_title
+
+    title = "HS differences, 95% intervals (smollm2-135m-instruct, sst2, n=80, harmful-validation)"
+    fig, _ = plt.subplots(1, panels, figsize=(3.6 * panels + 0.8, 1.5))
+    figure_title(fig, title)
+    fig.canvas.draw()
+    box = fig._suptitle.get_window_extent()
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+    assert fig._suptitle.get_text().replace("\n", " ") == title
+    plt.close(fig)
+
+    short, _ = plt.subplots(figsize=(4.4, 1.5))
+    figure_title(short, "drift")
+    assert short.get_figheight() == 1.5 and short._suptitle.get_text() == "drift"
+    plt.close(short)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 
 # label -> p -> (mean, std or None)
 Series = dict[str, dict[float, tuple[float, float | None]]]
@@ -83,7 +85,7 @@ def difference_panels(differences: Differences, colors: dict[str, Any], path: Pa
         ax.set_title(pair, fontsize=9)
         ax.set_xlabel("HS difference (points)")
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(title)
+    figure_title(fig, title)
     return _save(fig, path)
 
 
@@ -100,7 +102,7 @@ def curve_panels(curves: Curves, colors: dict[str, Any], path: Path, ylabel: str
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
+    figure_title(fig, title)
     return _save(fig, path)
 
 
@@ -134,7 +136,7 @@ def cost_bars(
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylim(0, 1.3 * max([ax.get_ylim()[1], 1e-9]))  # head room for the legend
         ax.legend(handles=_stage_handles(), fontsize=8, loc="upper right", ncol=2)
-    fig.suptitle(title)
+    figure_title(fig, title)
     return _save(fig, path)
 
 
@@ -151,6 +153,17 @@ def _stage_handles() -> list[Any]:
         Patch(facecolor="white", edgecolor="black", label="alignment"),
         Patch(facecolor="white", edgecolor="black", hatch="//", label="fine-tuning"),
     ]
+
+
+def figure_title(fig: Any, title: str) -> None:
+    """The figure's title, wrapped to the figure's width: a one-panel figure is narrower than a title
+    naming its model and task, and matplotlib would cut the title at both edges. Each added line adds
+    height, so the panels keep theirs."""
+    size = FontProperties(size=plt.rcParams["figure.titlesize"]).get_size_in_points()
+    characters = max(20, int(fig.get_figwidth() * 72 / (0.6 * size)))  # ~0.6 em per character
+    lines = textwrap.wrap(title, characters, break_on_hyphens=False) or [""]
+    fig.set_figheight(fig.get_figheight() + (len(lines) - 1) * 1.3 * size / 72)
+    fig.suptitle("\n".join(lines))
 
 
 def _save(fig: Any, path: Path) -> Path:
