@@ -21,10 +21,11 @@ from conftest import tiny_grid_config
 
 from vaccine.cli import main
 from vaccine.errors import DataError, VaccineError
-from vaccine.experiments.execute import run_stage
+from vaccine.experiments import execute, launch
+from vaccine.experiments.execute import run_stage, train_stage
 from vaccine.experiments.graph import StageNode, stage_graph
 from vaccine.experiments.grid import parse_grid
-from vaccine.experiments.ray_executor import RayExecutor
+from vaccine.experiments.ray_executor import RayExecutor, task_options
 from vaccine.experiments.report import build_report
 from vaccine.experiments.run import run_grid, stage_times_path
 from vaccine.experiments.stages import plan_cell
@@ -117,6 +118,37 @@ def test_repairs_wait_for_the_one_fine_tune_they_share(tiny_grid, tmp_path):
     evaluations = {node.label: node for node in graph if node.stage == "evaluate"}
     assert posthoc.out in evaluations["SFT + Antidote p=0.5 seed=1"].needs
     assert posthoc.out not in evaluations["SFT p=0.5 seed=1"].needs
+
+
+def test_each_task_asks_ray_for_its_stage_resources(tiny_grid, tmp_path):
+    sized = {"finetune": {"gpus": 2, "cpus": 4, "retries": 5}, "evaluate": {"gpus": 0.5}}
+    grid = parse_grid({**tiny_grid, "out": str(tmp_path / "runs"), "resources": sized})
+    graph = stage_graph([plan_cell(grid, cell) for cell in grid.cells()], grid)
+    node = {n.stage: n for n in graph}
+    asked = task_options(grid, node["finetune"], cluster_gpus=8)
+    assert asked == {"num_cpus": 4, "num_gpus": 2, "max_retries": 5}
+    assert task_options(grid, node["evaluate"], 8)["num_gpus"] == 0.5
+    assert task_options(grid, node["tsne"], 8)["num_gpus"] == 0.5  # a picture takes the evaluation's
+    unsized = parse_grid({**tiny_grid, "out": str(tmp_path / "runs"), "resources": {}})
+    graph = stage_graph([plan_cell(unsized, cell) for cell in unsized.cells()], unsized)
+    align = next(n for n in graph if n.stage == "align")  # no gpus given: one if the cluster has any
+    assert (
+        task_options(unsized, align, 8)["num_gpus"] == 1 and task_options(unsized, align, 0)["num_gpus"] == 0
+    )
+
+
+def test_a_stage_given_several_gpus_runs_under_accelerate_launch(tiny_grid, tmp_path, monkeypatch):
+    grid = parse_grid({**tiny_grid, "out": str(tmp_path / "runs")})
+    finetune = next(
+        n for n in stage_graph([plan_cell(grid, c) for c in grid.cells()], grid) if n.stage == "finetune"
+    )
+    launched = []
+    monkeypatch.setattr(
+        launch, "launch_stage", lambda stage, spec, gpus: launched.append((stage, spec, gpus))
+    )
+    monkeypatch.setattr(execute, "_trainer", lambda stage: pytest.fail("trained in the task's own process"))
+    assert train_stage("finetune", finetune.spec, finetune.label, gpus=2) is not None
+    assert launched == [("finetune", finetune.spec, 2)]
 
 
 def test_a_ray_cluster_gives_the_report_of_the_local_executor(
@@ -266,15 +298,20 @@ def test_a_stage_lost_more_often_than_its_retries_says_so(tiny_grid, cluster, tm
     raw = {**tiny_grid, "out": str(tmp_path / "runs"), "methods": tiny_grid["methods"][:1], "p": [0.5]}
     grid = parse_grid({**raw, "resources": {"finetune": {"gpus": 0, "retries": 1}}})
 
+    tries = tmp_path / "tries"
+
     def always_dying(node: StageNode, gpus: float):  # nested: Ray ships it to its workers by value
         """A worker that dies at every fine-tune: a machine lost again and again."""
         if node.stage == "finetune":
+            with open(tries, "a") as out:
+                out.write("try\n")
             os.kill(os.getpid(), signal.SIGKILL)
         return run_stage(node, gpus)
 
     lost = r"finetune of Non-aligned p=0.5 seed=1 .* was lost on Ray.*run the same command again"
     with pytest.raises(VaccineError, match=lost):
         run_grid(grid, RayExecutor(stage=always_dying))
+    assert len(tries.read_text().splitlines()) == 2  # the first try and the one retry asked for
 
 
 def test_ray_missing_is_one_clear_line(tiny_grid, tmp_path, monkeypatch, capsys):

@@ -51,7 +51,7 @@ def _task(stage: StageFunction, node: StageNode, gpus: float, *upstream: StageDo
     return stage(node, gpus)
 
 
-def _resources(grid: GridConfig, node: StageNode, cluster_gpus: float) -> dict[str, Any]:
+def task_options(grid: GridConfig, node: StageNode, cluster_gpus: float) -> dict[str, Any]:
     """Ray options of ``node``'s task: its stage's resources (a picture takes the evaluation's)."""
     wanted = grid.resources["evaluate" if node.stage == "tsne" else node.stage]
     gpus = wanted["gpus"] if wanted["gpus"] is not None else (1 if cluster_gpus > 0 else 0)
@@ -61,8 +61,9 @@ def _resources(grid: GridConfig, node: StageNode, cluster_gpus: float) -> dict[s
 @dataclass
 class RayExecutor:
     """Run a grid's stages as Ray tasks. ``address``: a running cluster (``ray start --head`` prints it);
-    None joins ``RAY_ADDRESS`` if set, else starts Ray on this machine for this run. ``stage`` is what each
-    task runs (tests wrap it to kill a worker mid-stage)."""
+    None follows ``ray.init``'s rule: ``RAY_ADDRESS``, else the newest cluster started on this machine, else
+    a Ray started here for this run. ``stage`` is what each task runs (tests wrap it to kill a worker
+    mid-stage)."""
 
     address: str | None = None
     stage: StageFunction = run_stage
@@ -89,7 +90,7 @@ class RayExecutor:
         refs: dict[Any, StageNode] = {}
         by_out: dict[Path, Any] = {}
         for node in graph:  # upstream first: a task's arguments are the refs of the stages it needs
-            options = _resources(grid, node, cluster_gpus)
+            options = task_options(grid, node, cluster_gpus)
             upstream = [by_out[path] for path in node.needs]
             ref = remote.options(**options, name=f"{node.stage} {node.label}").remote(
                 self.stage, node, options["num_gpus"], *upstream
