@@ -172,7 +172,8 @@ def _notes(machine: dict[str, Any]) -> list[str]:
         "- Booster runs three forward and backward passes per step (alignment data; harmful data at w and "
         "at w - alpha * g / ||g||) plus the weight shift and its undo.",
         "- Generation: where the prefix engine's time goes (matrix products 75 %, the 49k-vocabulary output "
-        "layer and the prompt pass among them) and what did not help (torch.compile) are in docs/profile.md.",
+        "layer and the prompt pass among them), what did not help (torch.compile, fused projections, two "
+        "worker processes) and how the rate varies between hosts are in docs/profile.md.",
     ]
     if machine["device"] == "CPU only":
         notes.append(
