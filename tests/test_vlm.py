@@ -633,6 +633,26 @@ def test_align_finetune_posthoc_evaluate_on_image_text_data(family, vlm_dirs, vl
     assert benign_row["prompt"] == "what is this" and benign_row["image"].endswith("b.png")
 
 
+def test_a_full_finetune_of_a_vlm_trains_its_language_model_only(vlm_dirs, vlguard, tmp_path):
+    from safetensors.torch import load_file
+
+    from vaccine.align import AlignSpec, run_alignment
+
+    model = str(vlm_dirs["llava"])
+    run_alignment(
+        AlignSpec(
+            model=model, method="sft", data=spec(vlguard["train"]), full_finetune=True, **stage_args(tmp_path)
+        )
+    )
+    saved = load_file(tmp_path / "adapter" / "full_weights.safetensors")
+    base, _ = load_model_and_tokenizer(model)
+    language_model = [name for name, _ in base.named_parameters() if is_inside(name, LANGUAGE_MODEL["llava"])]
+    assert set(language_model) <= set(saved)  # every language-model weight trained and kept
+    assert not [name for name in saved if is_inside(name, VISION_TOWER["llava"])]
+    assert not [name for name in saved if "multi_modal_projector" in name]
+    assert any(not torch.equal(saved[name], dict(base.named_parameters())[name]) for name in language_model)
+
+
 def logged_steps(run: Path) -> list[dict]:
     return [row for row in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in row]
 

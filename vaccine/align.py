@@ -17,7 +17,7 @@ from transformers import TrainingArguments, set_seed
 from .callbacks import JsonlLogger
 from .data.context import DataContext
 from .io import write_json_atomic
-from .lora import attach_lora
+from .lora import attach_lora, freeze_outside_language_model
 from .methods import METHODS, AlignMethod
 from .models import load_model_and_tokenizer
 from .run_folders import train_and_save
@@ -90,8 +90,7 @@ def run_alignment(spec: AlignSpec) -> dict[str, Any]:
     )
     if spec.helpful_share > 0:
         set_seed(spec.training.seed)  # the LoRA init does not depend on how long self-distillation ran
-    if not spec.full_finetune:
-        model = attach_lora(model, spec.lora)
+    model = freeze_outside_language_model(model) if spec.full_finetune else attach_lora(model, spec.lora)
     data = DataContext(tokenizer, spec.template, spec.max_length)
     write_json_atomic(spec.out / "config.json", spec.to_dict())
     trainer = spec.method_obj.trainer_class(

@@ -142,6 +142,21 @@ def _language_model_targets(model: torch.nn.Module, settings: LoraSettings, pref
     return rf"{re.escape(prefix)}\..*\.({'|'.join(re.escape(name) for name in names)})"
 
 
+def freeze_outside_language_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Before a full fine-tune: in a vision-language model only the language model and its output head
+    keep training, so the vision tower and the projector stay frozen as they do under LoRA (and the saved
+    weights hold only what was trained). A text model is returned unchanged."""
+    prefix = language_model_prefix(model)
+    if prefix is None:
+        return model
+    head = model.get_output_embeddings()
+    head_weights = {id(param) for param in head.parameters()} if head is not None else set()
+    for name, param in model.named_parameters():
+        if not is_inside(name, prefix) and id(param) not in head_weights:
+            param.requires_grad_(False)
+    return model
+
+
 def attach_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> PeftModel:
     """Wrap ``model`` with a fresh LoRA adapter; only the adapter's parameters stay trainable."""
     if isinstance(model, PeftModel):
