@@ -4,6 +4,12 @@ and the smallest difference the test could detect with 80% power.
 
     python scripts/compare_evals.py --reference "SFT=runs/x/eval.json" "Vaccine rho 1=runs/y/eval.json" ...
 
+Two margins against each other (does a setting change the margin? e.g. alignment length): each margin is
+OTHER - REFERENCE on the same prompts, and their difference gets the paired-bootstrap interval over the
+prompts all four evaluations share (no exact test applies to a difference of differences):
+
+    python scripts/compare_evals.py --margins "80 steps=SFT80.json,Vaccine80.json" "160 steps=SFT160.json,..."
+
 A grid cell's row file (``eval/*.row.json``) stands for its evaluation JSON.
 """
 
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaccine.stats import compare, minimum_detectable_difference
+from vaccine.stats import compare, minimum_detectable_difference, paired_bootstrap, verdict
 
 
 def flags(path: Path) -> dict[str, bool]:
@@ -28,11 +34,48 @@ def flags(path: Path) -> dict[str, bool]:
     return {r["prompt"]: r["kind"] == "compliance" for r in result["records"]["harmful"]}
 
 
+def margin_difference(first: tuple[Path, Path], second: tuple[Path, Path]) -> dict[str, float | str | int]:
+    """The two margins (HS of OTHER - HS of REFERENCE, each a (reference, other) pair of evaluations) and
+    the second minus the first with its paired-bootstrap 95% interval, over the prompts all four share."""
+    evaluations = [flags(path) for pair in (first, second) for path in pair]
+    prompts = sorted(set.intersection(*(set(e) for e in evaluations)))
+    ref1, other1, ref2, other2 = (np.array([[e[p] for p in prompts]], float) for e in evaluations)
+    margin1, margin2 = other1 - ref1, other2 - ref2
+    difference, low, high = paired_bootstrap(margin2, margin1)
+    return {
+        "prompts": len(prompts),
+        "first": 100.0 * float(margin1.mean()),
+        "second": 100.0 * float(margin2.mean()),
+        "difference": difference,
+        "low": low,
+        "high": high,
+        "verdict": verdict(low, high),
+    }
+
+
+def print_margins(items: list[str]) -> None:
+    if len(items) != 2:
+        raise SystemExit("--margins takes two NAME=REFERENCE.json,OTHER.json items")
+    (name1, pair1), (name2, pair2) = (item.split("=", 1) for item in items)
+    first, second = (tuple(Path(p) for p in pair.split(",")) for pair in (pair1, pair2))
+    m = margin_difference(first, second)  # type: ignore[arg-type]
+    print(f"| margin at {name1} | margin at {name2} | {name2} - {name1} [95% CI] | verdict | prompts |")
+    print("|---:|---:|---:|---|---:|")
+    interval = f"{m['difference']:+.1f} [{m['low']:+.1f}, {m['high']:+.1f}]"
+    print(f"| {m['first']:+.1f} | {m['second']:+.1f} | {interval} | {m['verdict']} | {m['prompts']} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", required=True, help="NAME=eval.json")
+    parser.add_argument("--reference", help="NAME=eval.json")
+    parser.add_argument("--margins", action="store_true", help="compare two NAME=REF.json,OTHER.json margins")
     parser.add_argument("others", nargs="+", help="NAME=eval.json, compared with the reference")
     args = parser.parse_args()
+    if args.margins:
+        print_margins(args.others)
+        return
+    if args.reference is None:
+        parser.error("--reference is required (or --margins)")
     ref_name, _, ref_path = args.reference.partition("=")
     reference = flags(Path(ref_path))
     print(f"| vs {ref_name} | HS | difference [95% CI] | McNemar p | verdict | detectable (80% power) |")

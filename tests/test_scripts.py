@@ -123,3 +123,27 @@ def test_compare_evals_reads_an_evaluation_json_and_a_row_file_alike(tmp_path, m
     row.write_text(json.dumps({"verdicts": {"prompts": prompts, "kinds": kinds}}))
     expected = {"a": True, "b": False, "c": False}
     assert compare_evals.flags(evaluation) == expected == compare_evals.flags(row)
+
+
+def test_compare_evals_tests_one_margin_against_another(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import compare_evals
+
+    prompts = [f"p{i}" for i in range(40)]
+
+    def evaluation(name: str, complied: set[int]) -> Path:
+        records = [
+            {"prompt": p, "kind": "compliance" if i in complied else "refusal"} for i, p in enumerate(prompts)
+        ]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"records": {"harmful": records}}))
+        return path
+
+    same = (evaluation("ref1", set(range(20))), evaluation("other1", set(range(20))))  # margin 0
+    lower = (evaluation("ref2", set(range(20))), evaluation("other2", set(range(4))))  # margin -40 points
+    result = compare_evals.margin_difference(same, lower)
+    assert (result["first"], result["second"], result["difference"]) == (0.0, -40.0, -40.0)
+    assert result["high"] < 0 and result["verdict"] == "lower" and result["prompts"] == 40
+    assert compare_evals.margin_difference(same, same)["verdict"] == "not resolved"
