@@ -44,8 +44,8 @@ def margin_difference(first: tuple[Path, Path], second: tuple[Path, Path]) -> di
     difference, low, high = paired_bootstrap(margin2, margin1)
     return {
         "prompts": len(prompts),
-        "first": 100.0 * float(margin1.mean()),
-        "second": 100.0 * float(margin2.mean()),
+        "first": round(100.0 * float(margin1.mean()), 2),  # rounded as compare() rounds a difference
+        "second": round(100.0 * float(margin2.mean()), 2),
         "difference": difference,
         "low": low,
         "high": high,
