@@ -53,12 +53,20 @@ def margin_difference(first: tuple[Path, Path], second: tuple[Path, Path]) -> di
     }
 
 
+def named_pair(item: str) -> tuple[str, tuple[Path, Path]]:
+    """``NAME=REFERENCE.json,OTHER.json`` -> (NAME, (REFERENCE, OTHER))."""
+    name, _, pair = item.partition("=")
+    paths = pair.split(",")
+    if not name or len(paths) != 2:
+        raise SystemExit(f"--margins: expected NAME=REFERENCE.json,OTHER.json; got {item!r}")
+    return name, (Path(paths[0]), Path(paths[1]))
+
+
 def print_margins(items: list[str]) -> None:
     if len(items) != 2:
         raise SystemExit("--margins takes two NAME=REFERENCE.json,OTHER.json items")
-    (name1, pair1), (name2, pair2) = (item.split("=", 1) for item in items)
-    first, second = (tuple(Path(p) for p in pair.split(",")) for pair in (pair1, pair2))
-    m = margin_difference(first, second)  # type: ignore[arg-type]
+    (name1, first), (name2, second) = (named_pair(item) for item in items)
+    m = margin_difference(first, second)
     print(f"| margin at {name1} | margin at {name2} | {name2} - {name1} [95% CI] | verdict | prompts |")
     print("|---:|---:|---:|---|---:|")
     interval = f"{m['difference']:+.1f} [{m['low']:+.1f}, {m['high']:+.1f}]"
