@@ -34,18 +34,26 @@ def flags(path: Path) -> dict[str, bool]:
     return {r["prompt"]: r["kind"] == "compliance" for r in result["records"]["harmful"]}
 
 
+def shared_outcomes(evaluations: list[dict[str, bool]]) -> tuple[int, list[np.ndarray]]:
+    """Each evaluation's outcomes as a (1, prompts) array over the prompts they all share, in one order."""
+    prompts = sorted(set.intersection(*(set(e) for e in evaluations)))
+    if not prompts:
+        raise SystemExit("the evaluations share no prompt: nothing to compare")
+    return len(prompts), [np.array([[e[p] for p in prompts]], float) for e in evaluations]
+
+
 def margin_difference(first: tuple[Path, Path], second: tuple[Path, Path]) -> dict[str, float | str | int]:
     """The two margins (HS of OTHER - HS of REFERENCE, each a (reference, other) pair of evaluations) and
     the second minus the first with its paired-bootstrap 95% interval, over the prompts all four share."""
-    evaluations = [flags(path) for pair in (first, second) for path in pair]
-    prompts = sorted(set.intersection(*(set(e) for e in evaluations)))
-    ref1, other1, ref2, other2 = (np.array([[e[p] for p in prompts]], float) for e in evaluations)
+    count, (ref1, other1, ref2, other2) = shared_outcomes(
+        [flags(path) for pair in (first, second) for path in pair]
+    )
     margin1, margin2 = other1 - ref1, other2 - ref2
     difference, low, high = paired_bootstrap(margin2, margin1)
     return {
-        "prompts": len(prompts),
-        "first": round(100.0 * float(margin1.mean()), 2),  # rounded as compare() rounds a difference
-        "second": round(100.0 * float(margin2.mean()), 2),
+        "prompts": count,
+        "first": 100.0 * float(margin1.mean()),
+        "second": 100.0 * float(margin2.mean()),
         "difference": difference,
         "low": low,
         "high": high,
@@ -57,7 +65,7 @@ def named_pair(item: str) -> tuple[str, tuple[Path, Path]]:
     """``NAME=REFERENCE.json,OTHER.json`` -> (NAME, (REFERENCE, OTHER))."""
     name, _, pair = item.partition("=")
     paths = pair.split(",")
-    if not name or len(paths) != 2:
+    if not name or len(paths) != 2 or not all(paths):
         raise SystemExit(f"--margins: expected NAME=REFERENCE.json,OTHER.json; got {item!r}")
     return name, (Path(paths[0]), Path(paths[1]))
 
@@ -73,34 +81,37 @@ def print_margins(items: list[str]) -> None:
     print(f"| {m['first']:+.1f} | {m['second']:+.1f} | {interval} | {m['verdict']} | {m['prompts']} |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", help="NAME=eval.json")
-    parser.add_argument("--margins", action="store_true", help="compare two NAME=REF.json,OTHER.json margins")
-    parser.add_argument("others", nargs="+", help="NAME=eval.json, compared with the reference")
-    args = parser.parse_args()
-    if args.margins:
-        print_margins(args.others)
-        return
-    if args.reference is None:
-        parser.error("--reference is required (or --margins)")
-    ref_name, _, ref_path = args.reference.partition("=")
+def print_comparisons(reference_item: str, items: list[str]) -> None:
+    """One row per NAME=eval.json against the reference. The numbers are formatted from the unrounded
+    bootstrap (``compare`` rounds to two decimals for the store; rounding twice can move the last digit)."""
+    ref_name, _, ref_path = reference_item.partition("=")
     reference = flags(Path(ref_path))
     print(f"| vs {ref_name} | HS | difference [95% CI] | McNemar p | verdict | detectable (80% power) |")
     print("|---|---:|---:|---:|---|---:|")
-    for item in args.others:
+    for item in items:
         name, _, path = item.partition("=")
-        other = flags(Path(path))
-        prompts = sorted(set(reference) & set(other))
-        a = np.array([[other[p] for p in prompts]])
-        b = np.array([[reference[p] for p in prompts]])
-        result = compare(a, b)
-        hs = 100.0 * a.mean()
-        mdd = minimum_detectable_difference(len(prompts), 100.0 * b.mean())
+        count, (a, b) = shared_outcomes([flags(Path(path)), reference])
+        difference, low, high = paired_bootstrap(a, b)
+        p_value = compare(a, b).p_value
+        mdd = minimum_detectable_difference(count, 100.0 * b.mean())
         print(
-            f"| {name} | {hs:.1f} | {result.difference:+.1f} [{result.low:+.1f}, {result.high:+.1f}] | "
-            f"{result.p_value:.3f} | {result.verdict} | {mdd:.1f} (n={len(prompts)}) |"
+            f"| {name} | {100.0 * a.mean():.1f} | {difference:+.1f} [{low:+.1f}, {high:+.1f}] | "
+            f"{p_value:.3f} | {verdict(low, high)} | {mdd:.1f} (n={count}) |"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", help="NAME=eval.json (not with --margins)")
+    parser.add_argument("--margins", action="store_true", help="compare two NAME=REF.json,OTHER.json margins")
+    parser.add_argument("others", nargs="+", help="NAME=eval.json (with --margins: NAME=REF.json,OTHER.json)")
+    args = parser.parse_args()
+    if args.margins == (args.reference is not None):
+        parser.error("give either --reference or --margins")
+    if args.margins:
+        print_margins(args.others)
+    else:
+        print_comparisons(args.reference, args.others)
 
 
 if __name__ == "__main__":

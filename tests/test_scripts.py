@@ -147,3 +147,10 @@ def test_compare_evals_tests_one_margin_against_another(tmp_path, monkeypatch):
     assert (result["first"], result["second"], result["difference"]) == (0.0, -40.0, -40.0)
     assert result["high"] < 0 and result["verdict"] == "lower" and result["prompts"] == 40
     assert compare_evals.margin_difference(same, same)["verdict"] == "not resolved"
+    assert compare_evals.named_pair("80 steps=a.json,b.json") == (
+        "80 steps",
+        (Path("a.json"), Path("b.json")),
+    )
+    for bad in ("a.json,b.json", "x=a.json", "x=a.json,"):
+        with pytest.raises(SystemExit, match="expected NAME=REFERENCE.json,OTHER.json"):
+            compare_evals.named_pair(bad)

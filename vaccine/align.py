@@ -47,7 +47,8 @@ class AlignSpec(ModelSettings, TrainingSettings, LoraFields, AlignmentMix):
     )
     full_finetune: bool = setting(
         False,
-        "train every weight of the model instead of a LoRA adapter (the lora_* settings are then unused; "
+        "train every weight of the model instead of a LoRA adapter (of a VLM: its language model and head; "
+        "the lora_* settings are then unused; "
         "the weights are saved as adapter/full_weights.safetensors, which every later stage reads); "
         "issue 14's LoRA-versus-full test",
     )
