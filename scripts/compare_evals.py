@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaccine.stats import compare, minimum_detectable_difference, paired_bootstrap, verdict
+from vaccine.stats import mcnemar_exact, minimum_detectable_difference, paired_bootstrap, verdict
 
 
 def flags(path: Path) -> dict[str, bool]:
@@ -82,7 +82,7 @@ def print_margins(items: list[str]) -> None:
 
 
 def print_comparisons(reference_item: str, items: list[str]) -> None:
-    """One row per NAME=eval.json against the reference. The numbers are formatted from the unrounded
+    """One row per NAME=eval.json against the reference: ``compare``'s numbers, formatted from the unrounded
     bootstrap (``compare`` rounds to two decimals for the store; rounding twice can move the last digit)."""
     ref_name, _, ref_path = reference_item.partition("=")
     reference = flags(Path(ref_path))
@@ -92,7 +92,7 @@ def print_comparisons(reference_item: str, items: list[str]) -> None:
         name, _, path = item.partition("=")
         count, (a, b) = shared_outcomes([flags(Path(path)), reference])
         difference, low, high = paired_bootstrap(a, b)
-        p_value = compare(a, b).p_value
+        p_value = mcnemar_exact(a, b)
         mdd = minimum_detectable_difference(count, 100.0 * b.mean())
         print(
             f"| {name} | {100.0 * a.mean():.1f} | {difference:+.1f} [{low:+.1f}, {high:+.1f}] | "

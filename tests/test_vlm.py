@@ -522,6 +522,18 @@ def test_batched_image_generation_matches_one_prompt_at_a_time(vlguard):
 # ----------------------------------------------------------------------------- the stages end to end
 
 
+def sst2_file(folder: Path) -> str:
+    """Six SST-2 rows, the fine-tune's benign task."""
+    rows = [{"sentence": f"good movie {i}", "label": 1} for i in range(6)]
+    return str(write_jsonl(folder / "sst2.jsonl", rows))
+
+
+def harmful_pairs(vlguard: dict) -> str:
+    """The fixture's image+text harmful pairs (flat rows), the attack's harmful data."""
+    harmful = vlguard["harmful"]
+    return spec(harmful / "pairs.jsonl", images=harmful / "img", label="harmful")
+
+
 def stage_args(out: Path) -> dict:
     return dict(out=out, max_steps=1, batch_size=2, max_length=64, save_steps=50, lr=1e-3, dtype="float32")
 
@@ -554,25 +566,21 @@ def test_align_finetune_posthoc_evaluate_on_image_text_data(family, vlm_dirs, vl
         AlignSpec(model=model, method="vaccine", rho=2.0, data=train, **stage_args(tmp_path / "vaccine"))
     )
     assert sft["steps"] == aligned["steps"] == 1 and aligned["perturbation_passes"] == 1
-    log = [json.loads(line) for line in (tmp_path / "vaccine/log.jsonl").read_text().splitlines()]
-    steps = [row for row in log if "perturbed_loss" in row]  # the worst-case perturbation raised the loss
+    # the worst-case perturbation raised the loss
+    steps = [row for row in logged_steps(tmp_path / "vaccine") if "perturbed_loss" in row]
     assert len(steps) == 1 and steps[0]["perturbed_loss"] > steps[0]["clean_loss"]
     adapter = json.loads((tmp_path / "vaccine/adapter/adapter_config.json").read_text())
     assert adapter["target_modules"].startswith(LANGUAGE_MODEL[family].replace(".", "\\."))
 
-    sst2 = write_jsonl(
-        tmp_path / "sst2.jsonl", [{"sentence": f"good movie {i}", "label": 1} for i in range(6)]
-    )
-    harmful = vlguard["harmful"]
     attack = run_finetune(
         FinetuneSpec(
             model=model,
             aligned=tmp_path / "vaccine",
             task="sst2",
-            task_source=str(sst2),
+            task_source=sst2_file(tmp_path),
             p=0.5,
             n=4,
-            harmful=spec(harmful / "pairs.jsonl", images=harmful / "img", label="harmful"),
+            harmful=harmful_pairs(vlguard),
             alignment_data=train,
             drift_every=1,
             **stage_args(tmp_path / "attack"),
@@ -649,9 +657,8 @@ def test_a_full_finetune_of_a_vlm_trains_its_language_model_only(vlm_dirs, vlgua
     language_model = [name for name, _ in base.named_parameters() if is_inside(name, LANGUAGE_MODEL["llava"])]
     head = {id(param) for param in base.get_output_embeddings().parameters()}
     head_names = [name for name, param in base.named_parameters() if id(param) in head]
-    assert set(language_model) | set(head_names) <= set(
-        saved
-    )  # the language model and its head trained, kept
+    trained = set(language_model) | set(head_names)
+    assert trained <= set(saved)  # the language model and its head trained, kept
     assert not [name for name in saved if is_inside(name, VISION_TOWER["llava"])]
     assert not [name for name in saved if "multi_modal_projector" in name]
     assert any(not torch.equal(saved[name], dict(base.named_parameters())[name]) for name in language_model)
@@ -681,9 +688,8 @@ def test_accelerated_and_t_vaccine_align_a_vlm(knobs, vlm_dirs, vlguard, tmp_pat
         )
     )
     perturbed = [row for row in logged_steps(tmp_path / "align") if "perturbed_loss" in row]
-    assert summary["steps"] == 2 and summary["perturbation_passes"] == len(perturbed) == 2 // knobs.get(
-        "tau", 1
-    )
+    passes = 2 // knobs.get("tau", 1)  # tau 2 perturbs step 0 only of the two
+    assert summary["steps"] == 2 and summary["perturbation_passes"] == len(perturbed) == passes
     assert all(row["perturbed_loss"] > row["clean_loss"] for row in perturbed)
 
 
@@ -698,18 +704,14 @@ def test_finetune_defenses_use_image_text_safety_records(defense, vlm_dirs, vlgu
         "vlguard": {"m": 2},
         "lisa": {"alignment_steps": 1, "finetune_steps": 1},
     }
-    sst2 = write_jsonl(
-        tmp_path / "sst2.jsonl", [{"sentence": f"good movie {i}", "label": 1} for i in range(6)]
-    )
-    harmful = vlguard["harmful"]
     summary = run_finetune(
         FinetuneSpec(
             model=str(vlm_dirs["llava"]),
             task="sst2",
-            task_source=str(sst2),
+            task_source=sst2_file(tmp_path),
             p=0.5,
             n=4,
-            harmful=spec(harmful / "pairs.jsonl", images=harmful / "img", label="harmful"),
+            harmful=harmful_pairs(vlguard),
             alignment_data=spec(vlguard["train"]),
             defense=defense,
             defense_args=knobs[defense],

@@ -6,9 +6,9 @@ GPT-NeoX without the user knowing their layer names; in a vision-language model 
 adapted (the vision tower and the projector stay frozen).
 
 An alignment may instead train every weight (``full_finetune``: issue 14's LoRA-versus-full test; in a VLM
-every weight of its language model and output head). Its
-output folder then holds the trained weights as ``full_weights.safetensors`` in place of an adapter, and
-:func:`load_merged` puts either kind onto a base model, so every later stage reads both alike.
+every weight of its language model and output head). Its output folder then holds the trained weights as
+``full_weights.safetensors`` in place of an adapter, and :func:`load_merged` puts either kind onto a base
+model, so every later stage reads both alike.
 """
 
 from __future__ import annotations
