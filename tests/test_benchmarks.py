@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from benchmarks.markdown import render
@@ -12,10 +10,9 @@ from benchmarks.step_time import CONTENDERS, Contender, StepClock, amortized_ste
 
 
 def test_peak_memory_sees_a_short_lived_allocation():
-    with peak_memory(torch.device("cpu"), interval_s=0.001) as peak:
+    with peak_memory(torch.device("cpu")) as peak:
         block = torch.ones(64, 2**20)  # 256 MB, touched
         block.add_(1)
-        time.sleep(0.05)
         del block
     assert peak.added_mb > 200
 

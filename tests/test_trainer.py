@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from conftest import make_tiny_model, quiet_args
@@ -10,6 +12,7 @@ from transformers import Trainer, TrainingArguments
 
 from vaccine.errors import ConfigError
 from vaccine.methods.vaccine import VaccineConfig, VaccineTrainer
+from vaccine.peak_memory import peak_memory_mb, release_freed_memory
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -182,3 +185,16 @@ def test_training_step_outside_the_loop_still_perturbs(tmp_path):
 def test_config_rejects_bad_values_naming_the_field(tmp_path, field, value):
     with pytest.raises(ConfigError, match=field):
         VaccineConfig(output_dir=str(tmp_path), **{field: value})
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
+def test_logged_peak_memory_is_the_steps_own_not_the_process_lifetime_peak(tmp_path):
+    # a grid trains stages one after another in one process: an attack must not report the alignment's peak
+    block = torch.ones(512, 2**18)  # 512 MiB, written
+    block.add_(1)
+    lifetime_peak = peak_memory_mb(torch.device("cpu"))
+    del block
+    release_freed_memory()
+    trainer, _, _ = train(tmp_path, rho=0.0, steps=2)
+    logged = [entry["peak_memory_mb"] for entry in trainer.state.log_history if "peak_memory_mb" in entry]
+    assert logged and max(logged) < lifetime_peak - 400

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,15 +18,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from vaccine.answer_loss import answer_token_loss, output_layer
 from vaccine.errors import ConfigError
+from vaccine.peak_memory import peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory since the last reset, or the process's peak RSS on CPU (what bounds a run)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class _CloseStep(TrainerCallback):
@@ -42,7 +35,8 @@ class _CloseStep(TrainerCallback):
 
 class MeteredTrainer(Trainer):
     """Logs, per optimizer step and averaged over ``logging_steps``: every term passed to :meth:`record`,
-    ``step_time`` (seconds, from fetching the step's batches to the optimizer step) and ``peak_memory_mb``.
+    ``step_time`` (seconds, from fetching the step's batches to the optimizer step) and ``peak_memory_mb``
+    (the step's own peak: :mod:`vaccine.peak_memory`).
 
     Training losses run the output layer on answer tokens only (:mod:`vaccine.answer_loss`): the same loss
     and gradients, a fraction of the head's cost. Pass ``answer_only_logits=False`` when a subclass needs the
@@ -133,8 +127,7 @@ class MeteredTrainer(Trainer):
     def get_batch_samples(self, epoch_iterator: Iterator, num_batches: int, device: torch.device):
         self._window_start = time.perf_counter()
         self._window_open = True
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         return super().get_batch_samples(epoch_iterator, num_batches, device)
 
     def _close_step_window(self) -> None:
