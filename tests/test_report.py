@@ -132,7 +132,7 @@ def test_cost_table_ratios_to_sft(store, tmp_path):
     markdown = build_report(store, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
     lines = [line for line in markdown.splitlines() if line.startswith("| Vaccine (rho=2) |")]
     cost = [c.strip() for c in lines[-1].strip("|").split(" | ")]
-    assert cost[1:] == ["1", "2.00×", "100", "0.2", "1.00×", "80"]
+    assert cost[1:] == ["1.00", "2.00×", "100", "0.20", "1.00×", "80"]
 
 
 def test_html_has_table_and_images(store, tmp_path):

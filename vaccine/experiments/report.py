@@ -275,13 +275,13 @@ def cost_table(costs: dict[str, dict[str, float | None]], labels: list[str]) -> 
         c, line = costs[label], [TableCell(label)]
         for stage in ("align", "finetune"):
             time, base = c[f"{stage}_step_time_s"], sft.get(f"{stage}_step_time_s")
-            line.append(TableCell(MISSING if time is None else f"{time:.3g}"))
+            line.append(TableCell(MISSING if time is None else f"{time:.2f}"))
             line.append(TableCell(f"{time / base:.2f}×" if time is not None and base else MISSING))
             memory = c[f"{stage}_peak_memory_mb"]
             line.append(TableCell(MISSING if memory is None else f"{memory:.0f}"))
         if repairs:
             repair = c.get("posthoc_time_s")
-            line.append(TableCell(MISSING if repair is None else f"{repair:.3g}"))
+            line.append(TableCell(MISSING if repair is None else f"{repair:.0f}"))
         rows.append(line)
     return Table(header, rows)
 
