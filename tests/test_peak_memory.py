@@ -8,18 +8,9 @@ import torch
 from vaccine.peak_memory import peak_memory_mb, release_freed_memory, reset_peak_memory, resident_memory_mb
 
 CPU = torch.device("cpu")
-
-
-def resettable() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return True
-
-
-needs_reset = pytest.mark.skipif(not resettable(), reason="this system cannot reset the peak resident set")
+needs_reset = pytest.mark.skipif(
+    not reset_peak_memory(CPU), reason="this system cannot reset the peak resident set"
+)
 
 
 def touch_and_free(megabytes: int) -> float:

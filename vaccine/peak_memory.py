@@ -26,16 +26,19 @@ _CLEAR_REFS = "/proc/self/clear_refs"
 _RESET_PEAK_RSS = "5"  # proc(5): "reset the peak resident set size (VmHWM) to the current value"
 
 
-def reset_peak_memory(device: torch.device) -> None:
-    """Open a window: later :func:`peak_memory_mb` calls report the peak since now."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Open a window: later :func:`peak_memory_mb` calls report the peak since now. False where this system
+    cannot reset the CPU peak (the lifetime peak then stands in)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return
+        return True
     try:
         with open(_CLEAR_REFS, "w", encoding="ascii") as handle:
             handle.write(_RESET_PEAK_RSS)
     except OSError as error:
         _warn_lifetime_peak(str(error))
+        return False
+    return True
 
 
 def peak_memory_mb(device: torch.device) -> float:
