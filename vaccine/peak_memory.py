@@ -52,7 +52,8 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def resident_memory_mb() -> float:
-    """The resident set size now (MiB): the baseline a window's peak is compared with."""
+    """The resident set size now (MiB): the baseline a window's peak is compared with. Without /proc the
+    lifetime peak stands in here too, so a window's added memory reads as zero rather than as a guess."""
     current_kib = _status_kib("VmRSS")
     if current_kib is None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
