@@ -246,3 +246,21 @@ def test_every_shipped_config_validates(path):
     grid = load_grid(path)
     plans = [plan_cell(grid, cell) for cell in grid.cells()]
     assert plans and len({p.eval_key for p in plans}) == len(plans)
+
+
+def test_demo_takes_every_method_by_a_yaml_edit():
+    """configs/demo.yaml's comment promises that the other methods are one copy-paste away: its settings
+    (a rank-64 alignment, one seed) must accept all_methods.yaml's entries as they are, each its own cell."""
+    import yaml
+
+    demo = yaml.safe_load(Path("configs/demo.yaml").read_text(encoding="utf-8"))
+    every = yaml.safe_load(Path("configs/all_methods.yaml").read_text(encoding="utf-8"))["methods"]
+    present = {method["label"] for method in demo["methods"]}
+    demo["methods"] += [method for method in every if method["label"] not in present]
+    grid = parse_grid(demo)
+    assert {m.label for m in grid.methods} == {m["label"] for m in every}
+    plans = [plan_cell(grid, cell) for cell in grid.cells()]
+    assert len({p.eval_key for p in plans}) == len(plans) == len(every)
+    repaired = [p for p in plans if p.cell.method.label in {"SFT + safety FT", "SFT + Antidote"}]
+    sft = next(p for p in plans if p.cell.method.label == "SFT")
+    assert repaired and all(p.finetune_key == sft.finetune_key for p in repaired)  # the attack runs once
