@@ -249,3 +249,9 @@ def test_a_grid_run_reports_repairs_beside_the_attacked_model(raw_grid, tmp_path
         assert rows[label]["verdicts"]["prompts"] == rows["SFT"]["verdicts"]["prompts"]  # paired prompts
     text = build_report(ResultStore(result["store"]), tmp_path / "report")["markdown"].read_text()
     assert "post-hoc repair (s)" in text and "SFT + Antidote" in text and "SFT + safety FT" in text
+    repaired = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("| SFT + Antidote | SFT |", "| SFT + safety FT | SFT |"))
+    ]
+    assert "after the attack and after the repair" in text and len(repaired) == 2  # each beside its attack

@@ -2,8 +2,9 @@
 
 The report is built from a block list (headings, text, tables, images) rendered twice, so the Markdown and
 the HTML can never disagree. Statistics live in ``comparisons`` and ``mechanism``, the sentences they
-support in ``statements``, drawing in ``plots``. Per (model, task, n) group: Table 1 (HS and FA per harmful
-ratio p with 95% intervals), the answer kinds, the paired comparisons and their picture, the mechanism
+support in ``statements``, a repair's gain and price in ``repair_effects``, drawing in ``plots``. Per
+(model, task, n) group: Table 1 (HS and FA per harmful ratio p with 95% intervals), the answer kinds, the
+paired comparisons and their picture, the post-hoc repairs beside their attacked models, the mechanism
 (drift, alignment-loss rise) with its comparisons, HS/FA-vs-p plots, drift and alignment-loss curves,
 system cost relative to SFT, and any t-SNE images the runs left behind.
 """
@@ -31,6 +32,7 @@ from vaccine.experiments.comparisons import (
 )
 from vaccine.experiments.mechanism import loss_rise
 from vaccine.experiments.render import Block, Table, TableCell, render_html, render_markdown
+from vaccine.experiments.repair_effects import repair_blocks
 from vaccine.experiments.statements import (
     all_comparisons,
     comparison_blocks,
@@ -339,6 +341,7 @@ def _group_section(
     blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, found, references)
     differences = _difference_figure(found, colors, figures, slug, where)
     blocks += [("img", (_rel(path, out_dir), "hs_differences")) for path in differences.values()]
+    blocks += repair_blocks(rows)
     blocks += _mechanism_blocks(rows, labels, ps, references)
     pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where

@@ -1,0 +1,153 @@
+"""What a post-hoc repair bought and what it cost, beside the attacked model it repaired.
+
+A repaired method's cells and its base method's cells come from the same attack (the grid runs the attack
+once and repairs its folder: the two rows share ``config.finetune.out``), so they pair seed by seed and
+prompt by prompt. The provider pays the repair on every fine-tune, so its price sits beside its gain in
+one table: HS and task accuracy after the attack and after the repair with the paired change in each, the
+over-refusal before and after, and the repair's wall time. The main comparisons table only sets each method
+against the references, where a repair's own effect is not a row.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vaccine import stats
+from vaccine.experiments.comparisons import by_cell, outcomes, paired_outcomes, task_outcomes
+from vaccine.experiments.render import Block, Table, TableCell
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class RepairPair:
+    """``repaired`` (a method with a post-hoc stage) repairs the attacked model of ``attacked``."""
+
+    repaired: str
+    attacked: str
+
+
+def _attack(row: dict[str, Any]) -> str | None:
+    """The attack's run folder: the same folder means the same attacked model."""
+    return ((row.get("config") or {}).get("finetune") or {}).get("out")
+
+
+def _p(row: dict[str, Any]) -> float:
+    return round(float(row["p"]), 6)
+
+
+def repair_pairs(rows: list[dict[str, Any]]) -> list[RepairPair]:
+    """Each repaired method with the unrepaired method whose attack it repaired, found through the rows'
+    shared attack folder; rows without a recorded attack folder pair with nothing."""
+    attacked = {
+        (_attack(row), _p(row), row["seed"]): row["label"]
+        for row in rows
+        if not row.get("posthoc_method") and _attack(row)
+    }
+    found: dict[RepairPair, None] = {}
+    for row in rows:
+        base = attacked.get((_attack(row), _p(row), row["seed"])) if row.get("posthoc_method") else None
+        if base is not None:
+            found[RepairPair(row["label"], base)] = None
+    return list(found)
+
+
+def _paired_task(a: dict[int, dict], b: dict[int, dict]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Task outcomes of two cells over their common seeds: a seed samples the same test items for every
+    method (``evaluate``'s seeded sample), so item i of one is item i of the other."""
+    seeds = sorted(set(a) & set(b))
+    matrices = [outcomes({s: cell[s] for s in seeds}, task_outcomes) for cell in (a, b)]
+    if not seeds or any(m is None for m in matrices) or matrices[0].shape != matrices[1].shape:
+        return None
+    return matrices[0], matrices[1]
+
+
+def _change(paired: tuple[np.ndarray, np.ndarray] | None) -> tuple[str, str, str]:
+    """(after the attack, after the repair, the repair's change with interval and verdict), in %."""
+    if paired is None:
+        return MISSING, MISSING, MISSING
+    before, after = paired
+    result = stats.compare(after, before)
+    change = f"{result.difference:+.1f} [{result.low:+.1f}, {result.high:+.1f}] {result.verdict}"
+    return f"{100 * before.mean():.1f}", f"{100 * after.mean():.1f}", change
+
+
+def _mean(cell: dict[int, dict], value: Callable[[dict], float | None]) -> float | None:
+    values = [v for v in (value(row) for row in cell.values()) if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _refusal(row: dict[str, Any]) -> float | None:
+    return row["metrics"].get("benign_refusal_rate")
+
+
+def _repair_seconds(row: dict[str, Any]) -> float | None:
+    return (row.get("cost") or {}).get("posthoc_time_s")
+
+
+def _refusals(attacked: dict[int, dict], repaired: dict[int, dict]) -> str:
+    """Over-refusal after the attack -> after the repair (% of held-out benign prompts, mean over seeds),
+    with the paired t interval of the change when two or more seeds have both."""
+    common = sorted(set(attacked) & set(repaired))
+    seeds = [s for s in common if _refusal(attacked[s]) is not None and _refusal(repaired[s]) is not None]
+    if not seeds:
+        return MISSING
+    before = [float(_refusal(attacked[s])) for s in seeds]
+    after = [float(_refusal(repaired[s])) for s in seeds]
+    text = f"{statistics.fmean(before):.1f} → {statistics.fmean(after):.1f}"
+    result = stats.compare_over_seeds(after, before)
+    if result is None or not np.isfinite(result.low):
+        return text
+    return f"{text} ({result.difference:+.1f} [{result.low:+.1f}, {result.high:+.1f}])"
+
+
+def repair_table(rows: list[dict[str, Any]]) -> Table | None:
+    """One line per repair and p: HS and FA after the attack and after the repair, the paired changes, the
+    over-refusal and the repair's seconds. None when no row repairs another row's attack."""
+    pairs = repair_pairs(rows)
+    if not pairs:
+        return None
+    cells = by_cell(rows)
+    header = ["repair", "of", "p", "HS attacked", "HS repaired", "HS change", "FA attacked", "FA repaired",
+              "FA change", "over-refusal", "repair (s)"]  # fmt: skip
+    lines = []
+    for pair in pairs:
+        for p in sorted(q for label, q in cells if label == pair.repaired and (pair.attacked, q) in cells):
+            attacked, repaired = cells[(pair.attacked, p)], cells[(pair.repaired, p)]
+            seconds = _mean(repaired, _repair_seconds)
+            texts = [
+                pair.repaired,
+                pair.attacked,
+                f"{p:g}",
+                *_change(paired_outcomes(attacked, repaired)),
+                *_change(_paired_task(attacked, repaired)),
+                _refusals(attacked, repaired),
+                MISSING if seconds is None else f"{seconds:.0f}",
+            ]
+            lines.append([TableCell(text) for text in texts])
+    return Table(header, lines)
+
+
+def repair_blocks(rows: list[dict[str, Any]]) -> list[Block]:
+    """The section: the table and how to read it; nothing when the grid has no repair."""
+    table = repair_table(rows)
+    if table is None:
+        return []
+    legend = (
+        "Each post-hoc repair beside the attacked model it repairs (the same attack, seed by seed). HS and "
+        "FA (%) after the attack and after the repair; the change is repaired minus attacked in points with "
+        "its paired 95% interval (bootstrap over prompts or task items, and seeds, as in the comparisons "
+        "above) and the verdict it supports. over-refusal: % of held-out benign prompts refused after the "
+        "attack → after the repair, mean over seeds, the change's paired t interval over seeds in brackets. "
+        "repair (s): the repair's wall time, mean over seeds; the provider pays it on every fine-tune."
+    )
+    return [
+        ("h3", "Post-hoc repairs: after the attack and after the repair"),
+        ("table", table),
+        ("p", legend),
+    ]
