@@ -221,7 +221,8 @@ def test_seeds_aggregate_and_comparisons_resolve_only_what_they_can(tmp_path):
     low, high = (float(x) for x in re.findall(r"\[(\S+), (\S+)\]", sft_hs)[0])
     assert low < 40.5 < high and high - low < 12
     assert "**" not in table["SFT"][1]  # no bold ordering when intervals are shown
-    comparisons = [line for line in markdown.splitlines() if line.startswith("| 0")]
+    hs_section = section(markdown, "Paired comparisons (same prompts, same seeds)")
+    comparisons = [line for line in hs_section.splitlines() if line.startswith("| 0")]
     by_pair = {(c.split(" | ")[1], c.split(" | ")[2]): c for c in comparisons}
     assert "lower" in by_pair[("SFT", "Non-aligned")] and "lower" in by_pair[("Vaccine", "Non-aligned")]
     assert "not resolved" in by_pair[("Vaccine", "SFT")]
@@ -256,8 +257,41 @@ def test_the_judge_sentence_names_whose_answers_measured_its_error():
 def test_references_come_from_the_grid(tmp_path):
     rows = [verdict_row(label, 0.1, 1) for label in RATES]
     markdown = build_report(rows, tmp_path / "r", references=("Vaccine",))["markdown"].read_text()
-    comparisons = [line for line in markdown.splitlines() if line.startswith("| 0.1 |")]
-    assert {line.split(" | ")[2] for line in comparisons} == {"Vaccine"} and len(comparisons) == 2
+    for heading in ("Paired comparisons (same prompts, same seeds)", "Fine-tune accuracy, paired"):
+        comparisons = [line for line in section(markdown, heading).splitlines() if line.startswith("| 0.1 |")]
+        assert {line.split(" | ")[2] for line in comparisons} == {"Vaccine"} and len(comparisons) == 2
+
+
+def test_fa_comparisons_pair_task_items_and_resolve_only_what_they_can(tmp_path):
+    """Vaccine answers every task item right where SFT answers half: +50 points, resolved; Non-aligned
+    answers the same items as SFT: +0, not resolved. HS and FA verdicts stay apart."""
+    rows = [verdict_row(label, 0.1, seed) for label in RATES for seed in (1, 2, 3)]
+    for row in rows:
+        if row["label"] == "Vaccine":
+            row["task_outcomes"] = [True] * 40
+    markdown = build_report(rows, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    fa = section(markdown, "Fine-tune accuracy, paired")
+    by_pair = {tuple(line.split(" | ")[1:3]): line for line in fa.splitlines() if line.startswith("| 0.1 |")}
+    assert by_pair[("Vaccine", "SFT")].startswith("| 0.1 | Vaccine | SFT | +50.0 | [")
+    assert by_pair[("Vaccine", "SFT")].endswith("| **higher** |")
+    assert by_pair[("SFT", "Non-aligned")].startswith("| 0.1 | SFT | Non-aligned | +0.0 | [+0.0, +0.0] |")
+    assert "not resolved" in by_pair[("SFT", "Non-aligned")]
+    assert "Vaccine has higher FA than SFT (+50.0 points" in fa
+    hs = section(markdown, "Paired comparisons (same prompts, same seeds)")
+    assert "has higher FA" not in hs and "Vaccine has higher HS" not in hs
+
+
+def test_no_task_outcomes_no_fa_comparisons(tmp_path):
+    rows = [verdict_row(label, 0.1, 1) for label in RATES]
+    for row in rows:
+        del row["task_outcomes"]
+    markdown = build_report(rows, tmp_path / "r")["markdown"].read_text(encoding="utf-8")
+    assert "Paired comparisons (same prompts" in markdown and "Fine-tune accuracy, paired" not in markdown
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under a '### heading...' line, up to the next heading."""
+    return markdown.split(f"### {heading}", 1)[1].split("\n#", 1)[0]
 
 
 def test_the_mechanism_table_has_drift_and_the_alignment_loss_rise_per_method_and_p(tmp_path):

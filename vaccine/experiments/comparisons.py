@@ -122,6 +122,18 @@ def paired_outcomes(
     return np.array(rows_a, dtype=bool), np.array(rows_b, dtype=bool)
 
 
+def paired_task_outcomes(
+    a: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(seeds, items) task outcomes of two cells over their common seeds: a seed samples the same test items
+    for every method (``evaluate``'s seeded sample), so item i of one is item i of the other."""
+    seeds = sorted(set(a) & set(b))
+    matrices = [outcomes({s: cell[s] for s in seeds}, task_outcomes) for cell in (a, b)]
+    if not seeds or matrices[0] is None or matrices[1] is None or matrices[0].shape != matrices[1].shape:
+        return None
+    return matrices[0], matrices[1]
+
+
 @dataclass(frozen=True)
 class MethodComparison:
     """``method`` against ``reference`` at one harmful ratio ``p``, or averaged over every p both were
@@ -147,14 +159,18 @@ class MethodComparison:
 
 
 def comparisons(
-    rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
+    rows: list[dict[str, Any]],
+    labels: list[str],
+    references: tuple[str, ...] = DEFAULT_REFERENCES,
+    pair: Callable[[dict, dict], tuple[np.ndarray, np.ndarray] | None] = paired_outcomes,
 ) -> list[MethodComparison]:
-    """For each p, each method against each reference method evaluated at that p (HS difference, paired)."""
+    """For each p, each method against each reference method evaluated at that p: the HS difference, paired
+    over prompts and seeds (``pair=paired_task_outcomes``: the fine-tune accuracy's, over task items)."""
     cells = by_cell(rows)
     out = []
     for p in sorted({p for _, p in cells}):
         for method, reference in reference_pairs(labels, references, {label for label, q in cells if q == p}):
-            paired = paired_outcomes(cells[(method, p)], cells[(reference, p)])
+            paired = pair(cells[(method, p)], cells[(reference, p)])
             if paired is not None:
                 out.append(MethodComparison(p, method, reference, stats.compare(*paired)))
     return out

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vaccine import stats
-from vaccine.experiments.comparisons import by_cell, outcomes, paired_outcomes, task_outcomes
+from vaccine.experiments.comparisons import by_cell, paired_outcomes, paired_task_outcomes
 from vaccine.experiments.render import Block, Table, TableCell
 
 MISSING = "—"
@@ -55,16 +55,6 @@ def repair_pairs(rows: list[dict[str, Any]]) -> list[RepairPair]:
         if base is not None:
             found[RepairPair(row["label"], base)] = None
     return list(found)
-
-
-def _paired_task(a: dict[int, dict], b: dict[int, dict]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Task outcomes of two cells over their common seeds: a seed samples the same test items for every
-    method (``evaluate``'s seeded sample), so item i of one is item i of the other."""
-    seeds = sorted(set(a) & set(b))
-    matrices = [outcomes({s: cell[s] for s in seeds}, task_outcomes) for cell in (a, b)]
-    if not seeds or any(m is None for m in matrices) or matrices[0].shape != matrices[1].shape:
-        return None
-    return matrices[0], matrices[1]
 
 
 def _change(paired: tuple[np.ndarray, np.ndarray] | None) -> tuple[str, str, str]:
@@ -125,7 +115,7 @@ def repair_table(rows: list[dict[str, Any]]) -> Table | None:
                 pair.attacked,
                 f"{p:g}",
                 *_change(paired_outcomes(attacked, repaired)),
-                *_change(_paired_task(attacked, repaired)),
+                *_change(paired_task_outcomes(attacked, repaired)),
                 _refusals(attacked, repaired),
                 MISSING if seconds is None else f"{seconds:.0f}",
             ]

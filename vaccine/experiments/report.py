@@ -4,9 +4,9 @@ The report is built from a block list (headings, text, tables, images) rendered 
 the HTML can never disagree. Statistics live in ``comparisons`` and ``mechanism``, the sentences they
 support in ``statements``, a repair's gain and price in ``repair_effects``, drawing in ``plots``. Per
 (model, task, n) group: Table 1 (HS and FA per harmful ratio p with 95% intervals), the answer kinds, the
-paired comparisons and their picture, the post-hoc repairs beside their attacked models, the mechanism
-(drift, alignment-loss rise) with its comparisons, HS/FA-vs-p plots, drift and alignment-loss curves,
-system cost relative to SFT, and any t-SNE images the runs left behind.
+paired comparisons of HS (with their picture) and of FA, the post-hoc repairs beside their attacked models,
+the mechanism (drift, alignment-loss rise) with its comparisons, HS/FA-vs-p plots, drift and alignment-loss
+curves, system cost relative to SFT, and any t-SNE images the runs left behind.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from vaccine.experiments.statements import (
     all_comparisons,
     comparison_blocks,
     mechanism_blocks,
+    task_comparison_blocks,
     verdict_blocks,
 )
 from vaccine.experiments.store import ResultStore, validate_row
@@ -341,7 +342,7 @@ def _group_section(
     blocks += verdict_blocks(rows, labels, ps) + comparison_blocks(rows, found, references)
     differences = _difference_figure(found, colors, figures, slug, where)
     blocks += [("img", (_rel(path, out_dir), "hs_differences")) for path in differences.values()]
-    blocks += repair_blocks(rows)
+    blocks += task_comparison_blocks(rows, labels, references) + repair_blocks(rows)
     blocks += _mechanism_blocks(rows, labels, ps, references)
     pngs = _metric_figures(hs, fa, colors, figures, slug, where, intervals) | _curve_figures(
         rows, colors, figures, slug, where

@@ -19,6 +19,7 @@ from vaccine.experiments.comparisons import (
     cell_stats,
     comparisons,
     judge_error,
+    paired_task_outcomes,
     power_statement,
 )
 from vaccine.experiments.mechanism import MechanismComparison, mechanism_comparisons
@@ -104,19 +105,6 @@ def comparison_blocks(
     """The comparisons table, the sentences it supports, and the power line."""
     if not found:
         return []
-    header = ["p", "method", "vs", "HS difference (points)", "95% interval", "McNemar p", "verdict"]
-    table_rows = [
-        [
-            TableCell(c.p_cell),
-            TableCell(c.method),
-            TableCell(c.reference),
-            TableCell(f"{c.result.difference:+.1f}"),
-            TableCell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
-            TableCell(_p_value(c.result)),
-            _verdict_cell(c.result),
-        ]
-        for c in found
-    ]
     blocks: list[Block] = [
         ("h3", "Paired comparisons (same prompts, same seeds)"),
         (
@@ -131,7 +119,7 @@ def comparison_blocks(
             "bootstrap keeps a prompt's and a seed's p values together; no exact test applies, so no "
             "p-value.",
         ),
-        ("table", Table(header, table_rows)),
+        ("table", _comparison_table(found, "HS")),
         ("p", summary_sentence(found)),
     ]
     baseline = _reference_baseline(rows, references)
@@ -139,14 +127,52 @@ def comparison_blocks(
     return blocks + ([("p", power)] if power else [])
 
 
-def summary_sentence(found: list[MethodComparison]) -> str:
+def task_comparison_blocks(
+    rows: list[dict[str, Any]], labels: list[str], references: tuple[str, ...] = DEFAULT_REFERENCES
+) -> list[Block]:
+    """What each method costs the user's task: fine-tune accuracy against each reference, paired over the
+    task items and seeds as HS is over prompts (the paper's 'FA cost'); nothing without per-item outcomes."""
+    found = comparisons(rows, labels, references, pair=paired_task_outcomes)
+    if not found:
+        return []
+    legend = (
+        "FA(method) - FA(vs) in points, per p: a seed tests every method on the same task items, so the "
+        "interval is the same paired bootstrap over items and seeds, p the exact McNemar test on the "
+        "discordant items, and the verdict reads the interval as above (no multiplicity correction)."
+    )
+    return [
+        ("h3", "Fine-tune accuracy, paired (what a defense costs the user's task)"),
+        ("p", legend),
+        ("table", _comparison_table(found, "FA")),
+        ("p", summary_sentence(found, "FA")),
+    ]
+
+
+def _comparison_table(found: list[MethodComparison], quantity: str) -> Table:
+    header = ["p", "method", "vs", f"{quantity} difference (points)", "95% interval", "McNemar p", "verdict"]
+    rows = [
+        [
+            TableCell(c.p_cell),
+            TableCell(c.method),
+            TableCell(c.reference),
+            TableCell(f"{c.result.difference:+.1f}"),
+            TableCell(f"[{c.result.low:+.1f}, {c.result.high:+.1f}]"),
+            TableCell(_p_value(c.result)),
+            _verdict_cell(c.result),
+        ]
+        for c in found
+    ]
+    return Table(header, rows)
+
+
+def summary_sentence(found: list[MethodComparison], quantity: str = "HS") -> str:
     """The only ordering claims the report makes: the resolved comparisons, and a count of the rest."""
     resolved = [c for c in found if c.result.verdict != stats.NOT_RESOLVED]
     open_count = len(found) - len(resolved)
     if not resolved:
         return f"Resolved: none. All {len(found)} comparisons are not resolved at this sample size."
     claims = "; ".join(
-        f"{c.where}, {c.method} has {c.result.verdict} HS than {c.reference} "
+        f"{c.where}, {c.method} has {c.result.verdict} {quantity} than {c.reference} "
         f"({c.result.difference:+.1f} points, [{c.result.low:+.1f}, {c.result.high:+.1f}])"
         for c in resolved
     )
