@@ -4,8 +4,9 @@ A repaired method's cells and its base method's cells come from the same attack 
 once and repairs its folder: the two rows share ``config.finetune.out``), so they pair seed by seed and
 prompt by prompt. The provider pays the repair on every fine-tune, so its price sits beside its gain in
 one table: HS and task accuracy after the attack and after the repair with the paired change in each, the
-over-refusal before and after, and the repair's wall time. The main comparisons table only sets each method
-against the references, where a repair's own effect is not a row.
+over-refusal before and after, and the repair's wall time. The comparisons tables set each method against
+the references only, so a repair's own effect shows there only when its base method is a reference, and
+never beside its price.
 """
 
 from __future__ import annotations
