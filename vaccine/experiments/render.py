@@ -9,6 +9,8 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
+MISSING = "—"  # a table cell with nothing measured behind it
+
 
 @dataclass(frozen=True)
 class TableCell:

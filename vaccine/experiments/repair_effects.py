@@ -12,7 +12,6 @@ never beside its price.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +19,7 @@ import numpy as np
 
 from vaccine import stats
 from vaccine.experiments.comparisons import by_cell, paired_outcomes, paired_task_outcomes
-from vaccine.experiments.render import Block, Table, TableCell
-
-MISSING = "—"
+from vaccine.experiments.render import MISSING, Block, Table, TableCell
 
 
 @dataclass(frozen=True)
@@ -38,21 +35,19 @@ def _attack(row: dict[str, Any]) -> str | None:
     return ((row.get("config") or {}).get("finetune") or {}).get("out")
 
 
-def _p(row: dict[str, Any]) -> float:
-    return round(float(row["p"]), 6)
-
-
 def repair_pairs(rows: list[dict[str, Any]]) -> list[RepairPair]:
     """Each repaired method with the unrepaired method whose attack it repaired, found through the rows'
     shared attack folder; rows without a recorded attack folder pair with nothing."""
+    cells = by_cell(rows).items()
+    seeded = [(p, seed, row) for (_, p), seed_rows in cells for seed, row in seed_rows.items()]
     attacked = {
-        (_attack(row), _p(row), row["seed"]): row["label"]
-        for row in rows
+        (_attack(row), p, seed): row["label"]
+        for p, seed, row in seeded
         if not row.get("posthoc_method") and _attack(row)
     }
     found: dict[RepairPair, None] = {}
-    for row in rows:
-        base = attacked.get((_attack(row), _p(row), row["seed"])) if row.get("posthoc_method") else None
+    for p, seed, row in seeded:
+        base = attacked.get((_attack(row), p, seed)) if row.get("posthoc_method") else None
         if base is not None:
             found[RepairPair(row["label"], base)] = None
     return list(found)
@@ -66,11 +61,6 @@ def _change(paired: tuple[np.ndarray, np.ndarray] | None) -> tuple[str, str, str
     result = stats.compare(after, before)
     change = f"{result.difference:+.1f} [{result.low:+.1f}, {result.high:+.1f}] {result.verdict}"
     return f"{100 * before.mean():.1f}", f"{100 * after.mean():.1f}", change
-
-
-def _mean(cell: dict[int, dict], value: Callable[[dict], float | None]) -> float | None:
-    values = [v for v in (value(row) for row in cell.values()) if v is not None]
-    return statistics.fmean(values) if values else None
 
 
 def _refusal(row: dict[str, Any]) -> float | None:
@@ -110,7 +100,7 @@ def repair_table(rows: list[dict[str, Any]]) -> Table | None:
     for pair in pairs:
         for p in sorted(q for label, q in cells if label == pair.repaired and (pair.attacked, q) in cells):
             attacked, repaired = cells[(pair.attacked, p)], cells[(pair.repaired, p)]
-            seconds = _mean(repaired, _repair_seconds)
+            seconds = [s for s in map(_repair_seconds, repaired.values()) if s is not None]
             texts = [
                 pair.repaired,
                 pair.attacked,
@@ -118,7 +108,7 @@ def repair_table(rows: list[dict[str, Any]]) -> Table | None:
                 *_change(paired_outcomes(attacked, repaired)),
                 *_change(paired_task_outcomes(attacked, repaired)),
                 _refusals(attacked, repaired),
-                MISSING if seconds is None else f"{seconds:.0f}",
+                f"{statistics.fmean(seconds):.0f}" if seconds else MISSING,
             ]
             lines.append([TableCell(text) for text in texts])
     return Table(header, lines)

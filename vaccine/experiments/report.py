@@ -31,7 +31,7 @@ from vaccine.experiments.comparisons import (
     task_cell_stats,
 )
 from vaccine.experiments.mechanism import loss_rise
-from vaccine.experiments.render import Block, Table, TableCell, render_html, render_markdown
+from vaccine.experiments.render import MISSING, Block, Table, TableCell, render_html, render_markdown
 from vaccine.experiments.repair_effects import repair_blocks
 from vaccine.experiments.statements import (
     all_comparisons,
@@ -44,7 +44,6 @@ from vaccine.experiments.store import ResultStore, validate_row
 from vaccine.io import write_text_atomic
 from vaccine.judges.kinds import COMPLIANCE
 
-MISSING = "—"
 INCOMPLETE = "†"
 COST_FIELDS = (
     "align_step_time_s",

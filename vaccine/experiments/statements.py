@@ -23,11 +23,9 @@ from vaccine.experiments.comparisons import (
     power_statement,
 )
 from vaccine.experiments.mechanism import MechanismComparison, mechanism_comparisons
-from vaccine.experiments.render import Block, Table, TableCell
+from vaccine.experiments.render import MISSING, Block, Table, TableCell
 from vaccine.judges.kinds import COMPLIANCE, OTHER, REFUSAL
 from vaccine.judges.labels import SPLIT_MODELS
-
-MISSING = "—"
 
 
 def verdict_blocks(rows: list[dict[str, Any]], labels: list[str], ps: list[float]) -> list[Block]:
